@@ -28,6 +28,9 @@
 #   K8S_BINS_DIR          where kube-apiserver and etcd are (default .cache/k8s-bins/bin)
 #   KUBE_ENV_NO_BUILD=1   do not call scripts/k8s-bins.sh for missing binaries
 #   KUBE_ENV_TIMEOUT      seconds to wait for readiness (default 60)
+#   KUBE_ENV_WATCH_PID    if set, a watchdog stops the environment once that
+#                         process exits (e.g. the test binary's pid), so a
+#                         crashed test run leaves nothing running
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -257,10 +260,21 @@ EOF
   return 0
 }
 
+start_watchdog() {
+  local pid="${KUBE_ENV_WATCH_PID:-}"
+  [[ -n "$pid" ]] || return 0
+  [[ "$pid" =~ ^[0-9]+$ ]] || die "KUBE_ENV_WATCH_PID must be a pid"
+  kill_pidfile "$DIR/watchdog.pid" watchdog
+  setsid bash "$0" __watch "$DIR/" "$pid" </dev/null >>"$DIR/watchdog.log" 2>&1 &
+  echo $! > "$DIR/watchdog.pid"
+  log "watchdog (pid $!) stops this environment when pid $pid exits"
+}
+
 cmd_start() {
   umask 077   # the env file and kubeconfig carry the admin token
   if is_ready; then
     log "already running in $DIR"
+    start_watchdog
     print_env
     return 0
   fi
@@ -277,6 +291,7 @@ cmd_start() {
   for attempt in 1 2 3; do
     if start_once; then
       log "ready in $(( $(date +%s) - start ))s (logs: $DIR/*.log; stop: scripts/kube-env.sh stop $DIR)"
+      start_watchdog
       print_env
       return 0
     fi
@@ -293,8 +308,27 @@ cmd_stop() {
   kill_pidfile "$DIR/etcd.pid" etcd
   rm -f "$DIR/env"
   rm -rf "$DIR/etcd"
+  # The watchdog last, and not when it is the one calling stop.
+  if [[ "$(cat "$DIR/watchdog.pid" 2>/dev/null)" == "${KUBE_ENV_WATCHDOG_SELF:-}" ]]; then
+    rm -f "$DIR/watchdog.pid"
+  else
+    kill_pidfile "$DIR/watchdog.pid" watchdog
+  fi
 }
 
+# Internal: __watch DIR/ PID -- poll PID, then stop the environment.
+cmd_watch() {
+  local pid="$1"
+  while kill -0 "$pid" 2>/dev/null; do sleep 1; done
+  log "watched pid $pid exited; stopping $DIR"
+  KUBE_ENV_WATCHDOG_SELF=$$ cmd_stop
+}
+
+if [[ "${1:-}" == __watch && $# -eq 3 ]]; then
+  DIR="$(abs_dir "$2")"
+  cmd_watch "$3"
+  exit 0
+fi
 [[ $# -eq 2 ]] || usage
 case "$1" in
   start|stop|status) ;;
