@@ -19,14 +19,17 @@
 #
 # Environment:
 #   K8S_BINS_JOBS   go build -p value (default: nproc). Builds run under nice.
-#   K8S_BINS_DIR    override the output directory (default .cache/k8s-bins/bin)
+#   HOOKIT_CACHE    cache root instead of <repo>/.cache (e.g. one shared by several
+#                   clones, so a fresh checkout does not rebuild from scratch)
+#   K8S_BINS_DIR    override the output directory (default $HOOKIT_CACHE/k8s-bins/bin)
 #   HOOKIT_GO       go binary to use (default: go on PATH, else /usr/local/go/bin/go)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PINS="$ROOT/tests/k8s-bins"
-BIN_DIR="${K8S_BINS_DIR:-$ROOT/.cache/k8s-bins/bin}"
-GO_CACHE_ROOT="$ROOT/.cache/go"
+CACHE="${HOOKIT_CACHE:-$ROOT/.cache}"
+BIN_DIR="${K8S_BINS_DIR:-$CACHE/k8s-bins/bin}"
+GO_CACHE_ROOT="$CACHE/go"
 
 log() { printf 'k8s-bins: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -187,6 +190,6 @@ case "$cmd" in
   check) check_all ;;
   path) echo "$BIN_DIR" ;;
   regen-apiserver-mod) regen_apiserver_mod "${2:-}" ;;
-  -h|--help|help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' ;;
+  -h|--help|help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" ;;
   *) die "unknown command '$cmd' (try --help)" ;;
 esac

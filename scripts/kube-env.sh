@@ -25,7 +25,8 @@
 # controller-manager does it.
 #
 # Environment:
-#   K8S_BINS_DIR          where kube-apiserver and etcd are (default .cache/k8s-bins/bin)
+#   K8S_BINS_DIR          where kube-apiserver and etcd are (default
+#                         ${HOOKIT_CACHE:-<repo>/.cache}/k8s-bins/bin, as scripts/k8s-bins.sh)
 #   KUBE_ENV_NO_BUILD=1   do not call scripts/k8s-bins.sh for missing binaries
 #   KUBE_ENV_TIMEOUT      seconds to wait for readiness (default 60)
 #   KUBE_ENV_WATCH_PID    if set, a watchdog stops the environment once that
@@ -34,13 +35,13 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BIN_DIR="${K8S_BINS_DIR:-$ROOT/.cache/k8s-bins/bin}"
+BIN_DIR="${K8S_BINS_DIR:-${HOOKIT_CACHE:-$ROOT/.cache}/k8s-bins/bin}"
 TIMEOUT="${KUBE_ENV_TIMEOUT:-60}"
 
 log() { printf 'kube-env: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
 
 abs_dir() { mkdir -p "$1" && (cd "$1" && pwd); }
 
