@@ -70,6 +70,13 @@ function appendChildren(el, children) {
 
 const $ = (sel, root = document) => root.querySelector(sel);
 
+/** Replace an element's children; skips null/false and flattens arrays (unlike replaceChildren). */
+function setChildren(el, ...children) {
+  el.replaceChildren();
+  appendChildren(el, children);
+  return el;
+}
+
 /**
  * Keyed reconciliation of a list of rows into a container. Rows whose signature
  * is unchanged keep their DOM node; changed rows are rebuilt. Keyboard focus
@@ -341,14 +348,21 @@ function reportError(e, what) {
 
 /** Run an async action from a button: disables it while running and reports errors. */
 async function withBusy(button, what, fn) {
-  if (button) { button.disabled = true; button.classList.add('is-busy'); button.setAttribute('aria-busy', 'true'); }
+  // aria-disabled (not `disabled`) keeps keyboard focus on the button while busy,
+  // so dialogs opened from it can hand focus back.
+  if (button) {
+    if (button.getAttribute('aria-disabled') === 'true') return undefined;
+    button.setAttribute('aria-disabled', 'true');
+    button.setAttribute('aria-busy', 'true');
+    button.classList.add('is-busy');
+  }
   try {
     return await fn();
   } catch (e) {
     reportError(e, what);
     return undefined;
   } finally {
-    if (button && button.isConnected) { button.disabled = false; button.classList.remove('is-busy'); button.removeAttribute('aria-busy'); }
+    if (button) { button.removeAttribute('aria-disabled'); button.removeAttribute('aria-busy'); button.classList.remove('is-busy'); }
   }
 }
 
@@ -417,11 +431,22 @@ function makePoller(signal, fn, ms) {
 /** Show a modal <dialog>; resolves with its returnValue. Focus returns to the opener. */
 function showDialog(dialog) {
   const opener = document.activeElement;
+  const openerRow = opener && opener.closest ? opener.closest('[data-key]') : null;
+  const rowKey = openerRow ? openerRow.dataset.key : null;
+  const openerTestId = opener && opener.dataset ? opener.dataset.testid : null;
   dialog.returnValue = '';
   return new Promise((resolve) => {
     dialog.addEventListener('close', () => {
-      if (opener && opener.isConnected && typeof opener.focus === 'function') opener.focus();
       resolve(dialog.returnValue);
+      // Return focus after the caller has re-enabled its button; if a live update
+      // replaced the row meanwhile, focus the same control in the new row.
+      setTimeout(() => {
+        let target = opener;
+        if ((!target || !target.isConnected) && rowKey && openerTestId) {
+          target = document.querySelector(`[data-key="${CSS.escape(rowKey)}"] [data-testid="${CSS.escape(openerTestId)}"]`);
+        }
+        if (target && target.isConnected && typeof target.focus === 'function') target.focus();
+      }, 0);
     }, { once: true });
     dialog.showModal();
   });
@@ -431,7 +456,7 @@ async function confirmDialog({ title, message, confirmLabel = 'Confirm', danger 
   const dialog = $('#confirm-dialog');
   $('#confirm-dialog-title').textContent = title;
   const msg = $('#confirm-dialog-message');
-  msg.replaceChildren(...(Array.isArray(message) ? message : [message]));
+  setChildren(msg, message);
   const btn = $('#confirm-dialog-confirm');
   btn.textContent = confirmLabel;
   btn.className = `btn ${danger ? 'btn--danger' : 'btn--primary'}`;
@@ -446,6 +471,7 @@ async function secretDialog({ title, intro, secret }) {
   input.value = secret;
   const copy = $('#secret-copy');
   copy.textContent = 'Copy';
+  $('#secret-status').textContent = '';
   const p = showDialog(dialog);
   input.focus();
   input.select();
@@ -578,7 +604,8 @@ function initShell() {
     if (!btn || !DEMO_MODES.includes(btn.dataset.mode)) return;
     const mode = btn.dataset.mode;
     const buttons = [...document.querySelectorAll('#demo-mode-group button')];
-    buttons.forEach((b) => { b.disabled = true; });
+    if (buttons.some((b) => b.getAttribute('aria-disabled') === 'true')) return;
+    buttons.forEach((b) => b.setAttribute('aria-disabled', 'true'));
     try {
       const res = await api('/v1/demo/receiver', { method: 'POST', body: { mode } });
       setDemoMode((res && res.mode) || mode);
@@ -586,12 +613,14 @@ function initShell() {
     } catch (e) {
       reportError(e, 'Changing the demo receiver mode');
     } finally {
-      buttons.forEach((b) => { b.disabled = false; });
+      buttons.forEach((b) => b.removeAttribute('aria-disabled'));
     }
   });
   $('#secret-copy').addEventListener('click', async (ev) => {
+    const button = ev.currentTarget;
     const ok = await copyText($('#secret-value').value);
-    ev.currentTarget.textContent = ok ? 'Copied' : 'Copy failed';
+    button.textContent = ok ? 'Copied' : 'Copy failed';
+    $('#secret-status').textContent = ok ? 'Secret copied to the clipboard.' : 'Could not copy; select the text and copy it manually.';
     announce(ok ? 'Secret copied to the clipboard.' : 'Could not copy; select the text and copy it manually.', { error: !ok });
   });
   window.addEventListener('hashchange', route);
@@ -679,7 +708,7 @@ function niceStep(max, ticks) {
 }
 
 function sparkline(values, label) {
-  const w = 120;
+  const w = 100;
   const hgt = 28;
   const vals = Array.isArray(values) && values.length ? values : [];
   const max = Math.max(1, ...vals);
@@ -793,13 +822,13 @@ function renderTimeseries(container, buckets) {
     SERIES.map(({ key, label }) => h('li', null,
       h('span', { class: `legend__swatch legend__swatch--${key}` }), label, ' ', h('strong', null, fmtNum(totals[key])))));
 
-  const table = h('table', { class: 'visually-hidden', 'data-testid': 'activity-table' },
+  const table = h('table', { 'data-testid': 'activity-table' },
     h('caption', null, 'Deliveries per minute, last 3 hours'),
     h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'Minute'), SERIES.map(({ label }) => h('th', { scope: 'col' }, label)))),
     h('tbody', null, data.map((b) => h('tr', null,
       h('th', { scope: 'row' }, fmtClock(b.t)), SERIES.map(({ key }) => h('td', null, String(b[key])))))));
 
-  container.replaceChildren(legend, h('div', { class: 'chart' }, svg, tip), table);
+  container.replaceChildren(legend, h('div', { class: 'chart' }, svg, tip), h('div', { class: 'visually-hidden' }, table));
 }
 
 function activityCard(ctx) {
@@ -884,7 +913,7 @@ function viewEndpoints(ctx) {
       h('th', { scope: 'col' }, 'Event types'),
       h('th', { scope: 'col' }, 'Status'),
       h('th', { scope: 'col', class: 'num' }, 'Success'),
-      h('th', { scope: 'col', class: 'num' }, 'Latency avg / p50'),
+      h('th', { scope: 'col', class: 'num' }, h('abbr', { title: 'Average and median (p50) latency' }, 'Avg / p50')),
       h('th', { scope: 'col' }, 'Last code'),
       h('th', { scope: 'col' }, 'Deliveries / min'),
       h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')))),
@@ -956,7 +985,7 @@ function viewEndpoints(ctx) {
       h('td', { class: 'num nowrap' }, st ? `${fmtMs(st.avg_latency_ms)} / ${fmtMs(st.p50_latency_ms)}` : h('span', { class: 'muted' }, '—')),
       h('td', null, st ? statusCodePill(st.last_status_code) : h('span', { class: 'muted' }, '—')),
       h('td', null, sparkline(perMin, `Deliveries per minute over the last hour for ${label}: ${fmtNum(total)} in total, peak ${fmtNum(peak)} per minute`)),
-      h('td', null, h('div', { class: 'btn-row' },
+      h('td', null, h('div', { class: 'btn-grid' },
         paused ? btn('resume', 'Resume', 'endpoint-resume', 'Resume') : btn('pause', 'Pause', 'endpoint-pause', 'Pause'),
         btn('test', 'Send test event', 'endpoint-send-test', 'Send test event to'),
         btn('secret', 'Reveal secret', 'endpoint-reveal-secret', 'Reveal secret of'),
@@ -971,7 +1000,7 @@ function viewEndpoints(ctx) {
       if (!tableArea.contains(table)) tableArea.replaceChildren(table);
       reconcile(tbody, endpoints, (ep) => ep.id, (ep) => JSON.stringify([ep, stats.get(ep.id) || null]), buildRow);
     }
-    foot.replaceChildren(
+    setChildren(foot,
       h('span', null, `${fmtNum(endpoints.length)} endpoint${endpoints.length === 1 ? '' : 's'}${nextCursor ? ' shown' : ''}`),
       nextCursor ? h('button', { type: 'button', class: 'btn btn--sm', 'data-testid': 'endpoints-load-more', onclick: (ev) => loadMore(ev.currentTarget) }, 'Load more') : null);
   }
@@ -1026,7 +1055,7 @@ function createEndpointForm(ctx, onCreated) {
     h('div', { class: 'form-grid' },
       h('div', { class: 'field field--wide' },
         h('label', { class: 'field__label', for: 'ep-url' }, 'URL'), url,
-        h('p', { class: 'field__hint', id: 'ep-url-hint' }, 'A public HTTPS URL. Private and loopback addresses are rejected.')),
+        h('p', { class: 'field__hint', id: 'ep-url-hint' }, 'Where HookIt POSTs events. Private and internal addresses are refused (SSRF protection).')),
       h('div', { class: 'field' },
         h('label', { class: 'field__label', for: 'ep-types' }, 'Event types'), types,
         h('p', { class: 'field__hint', id: 'ep-types-hint' }, 'Comma-separated. Leave empty for all events.')),
@@ -1052,7 +1081,8 @@ function createEndpointForm(ctx, onCreated) {
     const eventTypes = types.value.split(',').map((t) => t.trim()).filter(Boolean);
     if (eventTypes.length) body.event_types = eventTypes;
     if (desc.value.trim()) body.description = desc.value.trim();
-    submit.disabled = true;
+    if (submit.getAttribute('aria-disabled') === 'true') return;
+    submit.setAttribute('aria-disabled', 'true');
     try {
       const ep = await api('/v1/endpoints', { method: 'POST', body, signal: ctx.signal });
       form.reset();
@@ -1064,7 +1094,7 @@ function createEndpointForm(ctx, onCreated) {
       url.setAttribute('aria-invalid', 'true');
       errors.append(problemBox(e, 'create-endpoint-problem'));
     } finally {
-      submit.disabled = false;
+      submit.removeAttribute('aria-disabled');
     }
   });
   return details;
@@ -1088,10 +1118,10 @@ function buildDeliveryRow(d, { redrive } = {}) {
     h('td', { class: 'nowrap' }, h('a', { href: detailHref, class: 'mono', title: d.id, 'aria-label': `Delivery ${d.id}` }, shortId(d.id))),
     h('td', null, deliveryBadge(d.status)),
     h('td', null, h('code', null, d.event_type || '—')),
-    h('td', { class: 'cell-url' }, h('span', { class: 'url', title: (state.endpoints.get(d.endpoint_id) || {}).url || d.endpoint_id }, endpointLabel(d.endpoint_id))),
+    h('td', { class: 'cell-url' }, h('span', { class: 'url url--clip', title: (state.endpoints.get(d.endpoint_id) || {}).url || d.endpoint_id }, endpointLabel(d.endpoint_id))),
     h('td', { class: 'num' }, fmtNum(d.attempts)),
-    h('td', null, h('div', { class: 'badge-stack' }, statusCodePill(d.last_status_code)),
-      d.last_error ? h('span', { class: 'err', title: d.last_error }, d.last_error) : null),
+    h('td', null, h('div', { class: 'last-result' }, statusCodePill(d.last_status_code),
+      d.last_error ? h('span', { class: 'err', title: d.last_error }, d.last_error) : null)),
     h('td', { class: 'nowrap' }, d.status === 'pending' || d.status === 'in_flight' ? countdown(d.next_attempt_at) : h('span', { class: 'muted' }, '—')),
     h('td', { class: 'nowrap' }, timeAgo(d.created_at)),
     redrive ? h('td', null, h('button', {
@@ -1396,7 +1426,7 @@ function viewDelivery(ctx, rawId) {
   let lastSig = null;
 
   const redriveBtn = h('button', { type: 'button', class: 'btn btn--primary', 'data-testid': 'delivery-redrive' }, 'Redrive');
-  redriveBtn.addEventListener('click', () => redriveOne(delivery, redriveBtn, (res) => {
+  redriveBtn.addEventListener('click', () => delivery && redriveOne(delivery, redriveBtn, (res) => {
     if (res && res.id) { delivery = { ...delivery, ...res }; }
     poller.now();
   }));
@@ -1422,7 +1452,7 @@ function viewDelivery(ctx, rawId) {
         field('Created', h('span', null, fmtDateTime(d.created_at), ' ', h('span', { class: 'muted' }, '(', timeAgo(d.created_at), ')'))),
         field('Updated', h('span', null, fmtDateTime(d.updated_at), ' ', h('span', { class: 'muted' }, '(', timeAgo(d.updated_at), ')')))));
     const canRedrive = d.status === 'dead' || d.status === 'succeeded';
-    redriveBtn.disabled = !canRedrive;
+    if (canRedrive) redriveBtn.removeAttribute('aria-disabled'); else redriveBtn.setAttribute('aria-disabled', 'true');
     redriveBtn.title = canRedrive ? 'Queue this delivery again with a fresh set of attempts' : 'Only succeeded or dead deliveries can be redriven';
   };
 

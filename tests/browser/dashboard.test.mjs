@@ -157,7 +157,7 @@ test('dashboard: sign in, dead letters in demo "errors" mode, redrive after "up"
         ids.push(decodeURIComponent(m[1]));
         await page.waitForFunction((id) => {
           const b = document.querySelector(`[data-testid="endpoint-row"][data-endpoint-id="${id}"] [data-testid="endpoint-send-test"]`);
-          return b && !b.disabled;
+          return b && !b.disabled && b.getAttribute('aria-disabled') !== 'true';
         }, demoEndpointId, { timeout: T_UI });
       }
       t.diagnostic(`test events: ${ids.join(', ')}`);
