@@ -384,23 +384,27 @@ async function loadEndpointsCache(signal, maxPages = 10) {
 // Polling: setTimeout chains that pause while the tab is hidden
 // ---------------------------------------------------------------------------
 
+/** Returned by a poll function to stop polling (e.g. the object no longer exists). */
+const STOP_POLLING = Symbol('stop polling');
+
 function makePoller(signal, fn, ms) {
   let timer = null;
   let running = false;
   let again = false;
+  let stopped = false;
   const schedule = () => {
     clearTimeout(timer);
     timer = null;
-    if (!signal.aborted && !document.hidden) timer = setTimeout(tick, ms);
+    if (!signal.aborted && !stopped && !document.hidden) timer = setTimeout(tick, ms);
   };
   const tick = async () => {
     clearTimeout(timer);
     timer = null;
-    if (signal.aborted || !state.key) return;
+    if (signal.aborted || stopped || !state.key) return;
     if (running) { again = true; return; }
     running = true;
     try {
-      await fn();
+      if ((await fn()) === STOP_POLLING) stopped = true;
       if (!document.hidden) setLive('ok', 'Live');
     } catch (e) {
       if (!isAbort(e) && !(e instanceof ApiError && e.status === 401)) {
@@ -414,7 +418,7 @@ function makePoller(signal, fn, ms) {
     schedule();
   };
   const onVisibility = () => {
-    if (document.hidden) { clearTimeout(timer); timer = null; } else if (!running) tick();
+    if (document.hidden) { clearTimeout(timer); timer = null; } else if (!running && !stopped) tick();
   };
   document.addEventListener('visibilitychange', onVisibility);
   signal.addEventListener('abort', () => {
@@ -580,7 +584,7 @@ async function refreshDemo() {
     const res = await api('/v1/demo/receiver');
     setDemoMode(res && res.mode);
     panel.hidden = false;
-  } catch (e) {
+  } catch {
     // 404 means "not in demo mode"; anything else also hides the panel.
     panel.hidden = true;
   }
@@ -631,11 +635,12 @@ function initShell() {
 // ---------------------------------------------------------------------------
 
 function parseHash() {
-  const raw = decodeURI(location.hash.replace(/^#/, '')) || '/endpoints';
+  const raw = location.hash.replace(/^#/, '') || '/endpoints';
   const qi = raw.indexOf('?');
   const path = qi >= 0 ? raw.slice(0, qi) : raw;
   const query = qi >= 0 ? raw.slice(qi + 1) : '';
-  return { parts: path.split('/').filter(Boolean), params: new URLSearchParams(query) };
+  const decode = (seg) => { try { return decodeURIComponent(seg); } catch { return seg; } };
+  return { parts: path.split('/').filter(Boolean).map(decode), params: new URLSearchParams(query) };
 }
 
 /** Replace the hash query without adding history entries or re-routing. */
@@ -1233,6 +1238,7 @@ function deliveryList(ctx, { getFilters, emptyText, redrive, onPage }) {
     page = p;
     rows = [];
     seq++;
+    tbody.replaceChildren();
     area.replaceChildren(h('p', { class: 'empty' }, 'Loading…'));
     poller.now();
   };
@@ -1406,8 +1412,7 @@ function field(label, value, testid) {
   return h('div', null, h('dt', null, label), h('dd', { 'data-testid': testid }, value));
 }
 
-function viewDelivery(ctx, rawId) {
-  const id = decodeURIComponent(rawId);
+function viewDelivery(ctx, id) {
   const head = h('div');
   const summary = h('section', { class: 'card', 'aria-labelledby': 'dlv-summary-title' });
   const payloadCard = h('section', { class: 'card', 'aria-labelledby': 'dlv-payload-title' },
@@ -1511,15 +1516,22 @@ function viewDelivery(ctx, rawId) {
       loadPayload(d);
     } catch (e) {
       if (isAbort(e)) throw e;
-      if (!delivery || (e instanceof ApiError && e.status === 404)) errorBox.replaceChildren(problemBox(e));
+      if (e instanceof ApiError && e.status === 404) {
+        errorBox.replaceChildren(problemBox(e, 'not-found'));
+        summary.replaceChildren();
+        payloadCard.hidden = true;
+        attemptsCard.replaceChildren();
+        redriveBtn.hidden = true;
+        return STOP_POLLING;
+      }
+      if (!delivery) errorBox.replaceChildren(problemBox(e));
       throw e;
     }
   }, LIST_POLL_MS);
   poller.now();
 }
 
-function viewEvent(ctx, rawId) {
-  const id = decodeURIComponent(rawId);
+function viewEvent(ctx, id) {
   const body = h('div', null, h('p', { class: 'muted' }, 'Loading…'));
   ctx.main.append(
     h('p', { class: 'breadcrumbs' }, h('a', { href: `#/deliveries${qs({ event_id: id })}` }, 'Deliveries'), ' / ', shortId(id)),
@@ -1552,6 +1564,10 @@ function viewEvent(ctx, rawId) {
       reconcile(tbody, deliveries, (d) => d.id, deliveryRowSig, (d) => buildDeliveryRow(d));
     } catch (e) {
       if (isAbort(e)) throw e;
+      if (e instanceof ApiError && e.status === 404) {
+        body.replaceChildren(problemBox(e, 'not-found'));
+        return STOP_POLLING;
+      }
       if (!built) body.replaceChildren(problemBox(e));
       throw e;
     }
