@@ -920,7 +920,7 @@ function viewEndpoints(ctx) {
       h('th', { scope: 'col', class: 'num' }, 'Success'),
       h('th', { scope: 'col', class: 'num' }, h('abbr', { title: 'Average and median (p50) latency' }, 'Avg / p50')),
       h('th', { scope: 'col' }, 'Last code'),
-      h('th', { scope: 'col' }, 'Deliveries / min'),
+      h('th', { scope: 'col' }, h('abbr', { title: 'Deliveries per minute over the last hour' }, 'Volume')),
       h('th', { scope: 'col' }, h('span', { class: 'visually-hidden' }, 'Actions')))),
     tbody);
 
