@@ -1,0 +1,116 @@
+//! `/v1/events`: publish an event (idempotently) and look one up.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use utoipa::ToSchema;
+
+use super::extract::{ApiJson, Tenant};
+use super::problem::Problem;
+use super::AppState;
+use crate::db::events::{EventDetail, IngestedEvent, NewEvent};
+use crate::domain::ids::EventId;
+use crate::domain::patterns::validate_event_type;
+use crate::error::Error;
+
+/// What ingestion answers.
+pub type EventAccepted = IngestedEvent;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/events", post(publish))
+        .route("/v1/events/{id}", get(show))
+}
+
+/// An event to publish.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishEvent {
+    /// Dot-separated type, e.g. `order.created`.
+    #[schema(example = "order.created")]
+    pub event_type: String,
+    /// Any JSON value; delivered as `data`.
+    #[schema(value_type = Object)]
+    pub payload: Box<RawValue>,
+}
+
+/// A W3C traceparent (`00-<32 hex>-<16 hex>-<2 hex>`), or None if malformed.
+fn traceparent(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get("traceparent")?.to_str().ok()?.trim();
+    let parts: Vec<&str> = v.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (parts.len() == 4
+        && hex(parts[0], 2)
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2))
+    .then_some(v)
+}
+
+#[utoipa::path(post, path = "/v1/events", tag = "events", request_body = PublishEvent,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key and body return the original response")),
+    responses((status = 202, body = EventAccepted, description = "Stored and fanned out"),
+              (status = 200, body = EventAccepted, description = "Replay of an earlier request with the same Idempotency-Key"),
+              (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem),
+              (status = 415, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)),
+    security(("bearer" = [])))]
+async fn publish(
+    State(s): State<AppState>,
+    Tenant(t): Tenant,
+    headers: HeaderMap,
+    ApiJson(ev): ApiJson<PublishEvent>,
+) -> Result<Response, Problem> {
+    validate_event_type(&ev.event_type)
+        .map_err(|e| Error::invalid("invalid-event-type", format!("event_type {e}")))?;
+    if ev.payload.get().len() > s.max_payload {
+        return Err(Problem::too_large(s.max_payload));
+    }
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            Error::invalid(
+                "invalid-idempotency-key",
+                "Idempotency-Key must be visible ASCII",
+            )
+        })?),
+    };
+    let ingest = s
+        .store
+        .ingest(
+            &t,
+            &NewEvent {
+                event_type: &ev.event_type,
+                payload: &ev.payload,
+                idempotency_key: key,
+                traceparent: traceparent(&headers),
+                only_endpoint: None,
+            },
+        )
+        .await?;
+    if ingest.replayed {
+        let mut resp = (StatusCode::OK, Json(ingest.event)).into_response();
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return Ok(resp);
+    }
+    if ingest.event.deliveries > 0 {
+        s.work.notify_one();
+    }
+    Ok((StatusCode::ACCEPTED, Json(ingest.event)).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/events/{id}", tag = "events", params(("id" = String, Path, description = "evt_…")),
+    responses((status = 200, body = EventDetail), (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = [])))]
+async fn show(
+    State(s): State<AppState>,
+    Tenant(t): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<EventDetail>, Problem> {
+    let id: EventId = id.parse().map_err(|_| Problem::not_found("event"))?;
+    Ok(Json(s.store.get_event(&t, id).await?))
+}

@@ -1,0 +1,180 @@
+//! The HTTP API (axum): one router per resource, merged here, with problem-details
+//! errors, API-key auth and a generated OpenAPI spec.
+
+pub mod dashboard;
+pub mod deliveries;
+pub mod endpoints;
+pub mod events;
+pub mod extract;
+pub mod health;
+pub mod openapi;
+pub mod problem;
+pub mod stats;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use utoipa::ToSchema;
+
+use crate::config::Config;
+use crate::db::Store;
+use crate::domain::ssrf::SsrfPolicy;
+use extract::KeyCache;
+
+/// Everything handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// Database access.
+    pub store: Store,
+    /// Target policy for endpoint URLs.
+    pub ssrf: Arc<SsrfPolicy>,
+    /// Largest event payload.
+    pub max_payload: usize,
+    /// Largest request body (payload plus envelope fields).
+    pub body_limit: usize,
+    /// Endpoints per tenant.
+    pub max_endpoints: i64,
+    /// API-key lookups.
+    pub keys: KeyCache,
+    /// Coalesced "new work" signal; see [`spawn_notifier`].
+    pub work: Arc<Notify>,
+    /// Prometheus registry.
+    pub metrics: Option<PrometheusHandle>,
+    /// Extra routes (the demo's receiver switch) merged under `/v1`.
+    pub demo: Option<Arc<dyn DemoControl>>,
+}
+
+/// The demo receiver's switch, provided by `hookit demo`.
+pub trait DemoControl: Send + Sync {
+    /// Current mode: `up`, `errors` or `timeouts`.
+    fn mode(&self) -> String;
+    /// Sets the mode; false if unknown.
+    fn set_mode(&self, mode: &str) -> bool;
+}
+
+/// A page of a list route.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T: ToSchema> {
+    /// The items.
+    pub data: Vec<T>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl AppState {
+    /// State for the given configuration.
+    pub fn new(
+        cfg: &Config,
+        store: Store,
+        work: Arc<Notify>,
+        metrics: Option<PrometheusHandle>,
+    ) -> Self {
+        Self {
+            store,
+            ssrf: Arc::new(cfg.ssrf_policy()),
+            max_payload: cfg.max_payload,
+            body_limit: cfg.max_payload + 4096,
+            max_endpoints: cfg.max_endpoints_per_tenant,
+            keys: KeyCache::default(),
+            work,
+            metrics,
+            demo: None,
+        }
+    }
+}
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.body_limit;
+    Router::new()
+        .merge(endpoints::router())
+        .merge(events::router())
+        .merge(deliveries::router())
+        .merge(stats::router())
+        .merge(health::router())
+        .merge(openapi::router())
+        .merge(dashboard::router())
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(observe))
+        .with_state(state)
+}
+
+/// Counts requests by route and status, and logs them without bodies or keys.
+async fn observe(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    metrics::counter!("hookit_http_requests_total", "route" => route.clone(), "method" => method.to_string(), "status" => status.to_string()).increment(1);
+    metrics::histogram!("hookit_http_request_duration_seconds", "route" => route.clone())
+        .record(start.elapsed().as_secs_f64());
+    if status >= 500 {
+        warn!(%method, %route, status, "request failed");
+    }
+    resp
+}
+
+/// Turns the coalesced work signal into `NOTIFY hookit_work`: at most one NOTIFY
+/// in flight, however many events arrive meanwhile, so ingestion never serialises
+/// on Postgres's notification queue lock. `local` wakes a worker in this process.
+pub fn spawn_notifier(
+    store: Store,
+    work: Arc<Notify>,
+    local: Option<Arc<Notify>>,
+    stop: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! { _ = work.notified() => {}, _ = stop.cancelled() => return }
+            if let Some(l) = &local {
+                l.notify_one();
+            }
+            if let Err(e) = store.notify_work().await {
+                tracing::debug!(error = %e, "NOTIFY failed; workers fall back to polling");
+            }
+        }
+    });
+}
+
+/// Serves the API on `listen` until `shutdown`, then drains open requests.
+pub async fn serve(
+    listen: SocketAddr,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen} (HOOKIT_LISTEN): {e}"))?;
+    serve_on(listener, state, shutdown).await
+}
+
+/// Serves on an already bound listener (tests bind port 0).
+pub async fn serve_on(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    info!(addr = %listener.local_addr()?, "API listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}
+
+/// Shared `State` extractor alias.
+pub type St = State<AppState>;

@@ -1,0 +1,42 @@
+//! `/openapi.json`: the spec of the whole API, generated from the handlers' and
+//! types' annotations, so it cannot drift from the code.
+
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::AppState;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The API description.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "HookIt", description = "Webhook delivery with at-least-once guarantees on a PostgreSQL queue."),
+    paths(
+        super::endpoints::create, super::endpoints::list, super::endpoints::show, super::endpoints::update,
+        super::endpoints::remove, super::endpoints::secret, super::endpoints::rotate, super::endpoints::pause,
+        super::endpoints::resume, super::endpoints::test_event,
+        super::events::publish, super::events::show,
+        super::deliveries::list, super::deliveries::show, super::deliveries::redrive, super::deliveries::redrive_dead,
+        super::stats::endpoints, super::stats::timeseries,
+        super::health::healthz, super::health::readyz, super::health::metrics_text,
+    ),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
+}

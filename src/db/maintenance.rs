@@ -1,0 +1,88 @@
+//! Background upkeep: un-holding deliveries of resumed endpoints, retention, and
+//! expiry of idempotency records. Everything works in small batches so it never
+//! holds long locks or stalls delivery.
+
+use std::time::Duration;
+
+use super::Store;
+use crate::error::Result;
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_TTL_HOURS: i64 = 24;
+
+/// Rows deleted per statement by retention.
+const PRUNE_BATCH: i64 = 1000;
+
+impl Store {
+    /// Makes held deliveries of active endpoints due. Closes the race in which an
+    /// event ingested while its endpoint was being resumed got a held row that the
+    /// resume did not see.
+    pub async fn unhold_active(&self) -> Result<u64> {
+        let r = sqlx::query(
+            "UPDATE deliveries d SET next_attempt_at = now(), updated_at = now()
+             FROM endpoints e
+             WHERE d.status = 'pending' AND d.next_attempt_at IS NULL AND e.id = d.endpoint_id
+               AND e.status = 'active' AND e.deleted_at IS NULL",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// Deletes, in small batches, events older than `retention` whose deliveries all
+    /// succeeded (with their deliveries and attempt logs), and expired idempotency
+    /// keys. Events with a dead, pending or in-flight delivery are kept: dead
+    /// letters stay until redriven or purged. Returns events deleted.
+    pub async fn prune(&self, retention: Duration, max_batches: u32) -> Result<u64> {
+        let secs = retention.as_secs() as f64;
+        let mut total = 0;
+        for _ in 0..max_batches {
+            let r = sqlx::query(
+                "DELETE FROM events WHERE id IN (
+                    SELECT ev.id FROM events ev
+                    WHERE ev.created_at < now() - $1 * interval '1 second'
+                      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = ev.id AND d.status <> 'succeeded')
+                    ORDER BY ev.created_at LIMIT $2
+                    FOR UPDATE SKIP LOCKED)",
+            )
+            .bind(secs)
+            .bind(PRUNE_BATCH)
+            .execute(&self.pool)
+            .await?;
+            total += r.rows_affected();
+            if r.rows_affected() < PRUNE_BATCH as u64 {
+                break;
+            }
+        }
+        sqlx::query(&format!(
+            "DELETE FROM idempotency_keys WHERE (tenant, key) IN (
+                SELECT tenant, key FROM idempotency_keys WHERE created_at < now() - interval '{IDEMPOTENCY_TTL_HOURS} hours'
+                LIMIT 10000)"
+        ))
+        .execute(&self.pool)
+        .await?;
+        Ok(total)
+    }
+
+    /// Disables endpoints that have failed continuously for longer than `window`
+    /// (no success since `failing_since`); their pending deliveries are dead-lettered.
+    pub async fn disable_failing_endpoints(&self, window: Duration) -> Result<Vec<uuid::Uuid>> {
+        let ids: Vec<(uuid::Uuid,)> = sqlx::query_as(
+            "SELECT id FROM endpoints WHERE status = 'active' AND deleted_at IS NULL
+               AND failing_since < now() - $1 * interval '1 second'",
+        )
+        .bind(window.as_secs() as f64)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for (id,) in ids {
+            let reason = format!(
+                "failing continuously for more than {}",
+                humantime::format_duration(window)
+            );
+            self.disable_endpoint(id, &reason).await?;
+            out.push(id);
+        }
+        Ok(out)
+    }
+}

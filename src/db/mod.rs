@@ -1,0 +1,83 @@
+//! The only place that speaks SQL. `Store` wraps the pool and the master key; each
+//! file adds the queries of one table (`impl Store` blocks), and the REST API, the
+//! worker and the Kubernetes controller all go through these methods.
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+
+use crate::domain::crypto::MasterKey;
+use crate::error::Result;
+
+pub mod deliveries;
+pub mod endpoints;
+pub mod events;
+pub mod keys;
+pub mod maintenance;
+pub mod stats;
+
+/// Channel on which ingestion announces new work to sleeping workers.
+pub const WORK_CHANNEL: &str = "hookit_work";
+
+/// Page size cap of every list route.
+pub const MAX_PAGE: i64 = 1000;
+
+/// Database access for every role.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+    key: MasterKey,
+}
+
+impl Store {
+    /// Wraps an existing pool.
+    pub fn new(pool: PgPool, key: MasterKey) -> Self {
+        Self { pool, key }
+    }
+    /// The pool (for health checks and LISTEN).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+    /// The master key that encrypts endpoint secrets.
+    pub fn master_key(&self) -> &MasterKey {
+        &self.key
+    }
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+    /// Wakes sleeping workers (coalesced by the caller).
+    pub async fn notify_work(&self) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(WORK_CHANNEL)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Opens a pool. Connections are made lazily, so a process can start while the
+/// database is still coming up; `/readyz` reports when it is reachable.
+pub async fn connect(url: &str, size: u32) -> Result<PgPool> {
+    let opts: PgConnectOptions = url.parse()?;
+    let opts = opts.application_name("hookit");
+    let pool = PgPoolOptions::new()
+        .max_connections(size)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .connect_lazy_with(opts);
+    Ok(pool)
+}
+
+/// Applies the migrations embedded in the binary.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    sqlx::migrate!("./migrations").run(pool).await
+}
+
+/// Cursor pagination: an opaque string that is the last id of the previous page.
+pub fn page_limit(limit: Option<i64>) -> i64 {
+    limit.unwrap_or(100).clamp(1, MAX_PAGE)
+}

@@ -1,0 +1,11 @@
+//! Pure logic with no I/O: ids, retry policy, the delivery state machine, signing,
+//! secret encryption and the SSRF policy. Everything here is unit-tested without a
+//! database or a network.
+
+pub mod crypto;
+pub mod ids;
+pub mod patterns;
+pub mod retry;
+pub mod signing;
+pub mod ssrf;
+pub mod state;

@@ -1,0 +1,80 @@
+//! The crate's error type. Sources are kept; the API layer turns each kind into a
+//! problem-details response (see `api::problem`).
+
+use crate::domain::{crypto::CryptoError, ssrf::SsrfError};
+
+/// Everything that can go wrong below the HTTP layer.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A database error that is not one of the mapped kinds below.
+    #[error("database error")]
+    Db(#[source] sqlx::Error),
+    /// The database cannot be reached (down, restarting, pool exhausted).
+    #[error("the database is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// The object does not exist for this tenant.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The request conflicts with the object's state. `slug` names the problem type.
+    #[error("{detail}")]
+    Conflict {
+        /// Problem type slug.
+        slug: &'static str,
+        /// Human-readable explanation.
+        detail: String,
+    },
+    /// The request is well-formed but not acceptable. `slug` names the problem type.
+    #[error("{detail}")]
+    Invalid {
+        /// Problem type slug.
+        slug: &'static str,
+        /// Human-readable explanation.
+        detail: String,
+    },
+    /// The target URL was refused by the SSRF policy.
+    #[error(transparent)]
+    Ssrf(#[from] SsrfError),
+    /// A stored secret does not decrypt: wrong master key.
+    #[error("a stored secret does not decrypt: is HOOKIT_MASTER_KEY the one it was written with?")]
+    Crypto(#[from] CryptoError),
+}
+
+impl Error {
+    /// Shorthand for [`Error::Invalid`].
+    pub fn invalid(slug: &'static str, detail: impl Into<String>) -> Self {
+        Error::Invalid {
+            slug,
+            detail: detail.into(),
+        }
+    }
+    /// Shorthand for [`Error::Conflict`].
+    pub fn conflict(slug: &'static str, detail: impl Into<String>) -> Self {
+        Error::Conflict {
+            slug,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => Error::Unavailable(e),
+            sqlx::Error::Database(db) => match db.code().as_deref() {
+                // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
+                Some("57P01") | Some("57P02") | Some("57P03") | Some("53300") => {
+                    Error::Unavailable(e)
+                }
+                _ => Error::Db(e),
+            },
+            _ => Error::Db(e),
+        }
+    }
+}
+
+/// Result with the crate error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

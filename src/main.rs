@@ -1,0 +1,148 @@
+//! `hookit`: one binary, a subcommand per role.
+
+use std::io::Read;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use hookit::config::Config;
+use hookit::domain::signing::{verify, Secret};
+use hookit::{roles, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "hookit",
+    version,
+    about = "Webhook delivery with at-least-once guarantees on PostgreSQL"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// API and workers in one process; starts a private PostgreSQL when DATABASE_URL is unset.
+    Standalone,
+    /// The HTTP API only.
+    Api,
+    /// A delivery worker only (run as many as you like).
+    Worker,
+    /// Apply the database migrations.
+    Migrate,
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Verify a webhook signature (body on stdin); exit 0 only if it is valid.
+    Verify {
+        /// The endpoint secret, `whsec_…`.
+        #[arg(long)]
+        secret: String,
+        /// The `webhook-id` header.
+        #[arg(long)]
+        id: String,
+        /// The `webhook-timestamp` header.
+        #[arg(long)]
+        timestamp: String,
+        /// The `webhook-signature` header.
+        #[arg(long)]
+        signature: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an API key for a tenant; the key alone is the last line of stdout.
+    Create {
+        /// Tenant name (lowercase letters, digits, '-').
+        #[arg(long)]
+        tenant: String,
+        /// A label for the key.
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Verify {
+        secret,
+        id,
+        timestamp,
+        signature,
+    } = &cli.command
+    {
+        return verify_command(secret, id, timestamp, signature);
+    }
+    let cfg = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hookit: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init_logging(cfg.log_json);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("hookit: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        let shutdown = CancellationToken::new();
+        roles::shutdown_on_signals(shutdown.clone());
+        match cli.command {
+            Command::Standalone => roles::standalone(cfg, shutdown).await,
+            Command::Api => roles::api(cfg, shutdown).await,
+            Command::Worker => roles::worker(cfg, shutdown).await,
+            Command::Migrate => roles::migrate(cfg).await,
+            Command::Keys { command: KeysCommand::Create { tenant, name } } => {
+                let key = roles::create_key(cfg, &tenant, name.as_deref()).await?;
+                println!("Created an API key for tenant `{tenant}`. It is shown only once; store it now:");
+                println!("{key}");
+                Ok(())
+            }
+            Command::Verify { .. } => unreachable!("handled before the runtime starts"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hookit: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn verify_command(secret: &str, id: &str, timestamp: &str, signature: &str) -> ExitCode {
+    let secret = match Secret::parse(secret) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hookit verify: --secret: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut body = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut body) {
+        eprintln!("hookit verify: cannot read the body from stdin: {e}");
+        return ExitCode::from(2);
+    }
+    let now = chrono::Utc::now().timestamp();
+    match verify(&secret, id, timestamp, signature, &body, now) {
+        Ok(()) => {
+            println!("valid signature");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hookit verify: invalid: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
