@@ -13,6 +13,7 @@ pub mod db;
 pub mod domain;
 pub mod embedded_pg;
 pub mod error;
+pub mod operator;
 pub mod roles;
 pub mod telemetry;
 pub mod worker;

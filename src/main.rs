@@ -31,6 +31,10 @@ enum Command {
     Worker,
     /// Apply the database migrations.
     Migrate,
+    /// The Kubernetes controller for WebhookEndpoint resources.
+    Controller,
+    /// Print the WebhookEndpoint CustomResourceDefinition as YAML.
+    Crd,
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -77,6 +81,18 @@ fn main() -> ExitCode {
     {
         return verify_command(secret, id, timestamp, signature);
     }
+    if let Command::Crd = &cli.command {
+        return match hookit::operator::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hookit crd: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cfg = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -103,13 +119,14 @@ fn main() -> ExitCode {
             Command::Api => roles::api(cfg, shutdown).await,
             Command::Worker => roles::worker(cfg, shutdown).await,
             Command::Migrate => roles::migrate(cfg).await,
+            Command::Controller => hookit::operator::run(cfg, shutdown).await,
             Command::Keys { command: KeysCommand::Create { tenant, name } } => {
                 let key = roles::create_key(cfg, &tenant, name.as_deref()).await?;
                 println!("Created an API key for tenant `{tenant}`. It is shown only once; store it now:");
                 println!("{key}");
                 Ok(())
             }
-            Command::Verify { .. } => unreachable!("handled before the runtime starts"),
+            Command::Verify { .. } | Command::Crd => unreachable!("handled before the runtime starts"),
         }
     });
     match result {
