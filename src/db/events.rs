@@ -1,7 +1,7 @@
 //! Ingestion: the event, its fan-out to deliveries and the idempotency record, in
 //! one statement (and so one transaction and one round trip).
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -130,7 +130,8 @@ impl Store {
             validate_idempotency_key(k)?;
         }
         let id = EventId::new();
-        let now = Utc::now();
+        // Postgres keeps microseconds: truncate so a replay answers the same instant.
+        let now = Utc::now().trunc_subsecs(6);
         let body = envelope(&id, ev.event_type, now, ev.payload);
         let hash = request_hash(ev);
         // One statement, so one implicit transaction: the idempotency record, the

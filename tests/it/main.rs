@@ -1,0 +1,9 @@
+//! Integration tests: real PostgreSQL, real HTTP, real processes.
+
+mod api;
+mod cli;
+mod common;
+mod delivery;
+mod idempotency;
+mod ssrf;
+mod workers;

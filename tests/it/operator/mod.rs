@@ -1,0 +1,1 @@
+//! Operator tests (written with the operator).
