@@ -10,6 +10,7 @@
 pub mod api;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod domain;
 pub mod embedded_pg;
 pub mod error;

@@ -35,6 +35,8 @@ enum Command {
     Controller,
     /// Print the WebhookEndpoint CustomResourceDefinition as YAML.
     Crd,
+    /// Standalone mode with a built-in receiver you can take down, and live events.
+    Demo,
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -120,6 +122,7 @@ fn main() -> ExitCode {
             Command::Worker => roles::worker(cfg, shutdown).await,
             Command::Migrate => roles::migrate(cfg).await,
             Command::Controller => hookit::operator::run(cfg, shutdown).await,
+            Command::Demo => hookit::demo::run(cfg, shutdown).await,
             Command::Keys { command: KeysCommand::Create { tenant, name } } => {
                 let key = roles::create_key(cfg, &tenant, name.as_deref()).await?;
                 println!("Created an API key for tenant `{tenant}`. It is shown only once; store it now:");

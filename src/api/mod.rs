@@ -3,6 +3,7 @@
 
 pub mod dashboard;
 pub mod deliveries;
+pub mod demo;
 pub mod endpoints;
 pub mod events;
 pub mod extract;
@@ -101,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(deliveries::router())
         .merge(stats::router())
+        .merge(demo::router())
         .merge(health::router())
         .merge(openapi::router())
         .merge(dashboard::router())
