@@ -8,6 +8,7 @@
 //! - the roles (`standalone`, `api`, `worker`, …): [`roles`]
 
 pub mod api;
+pub mod bench;
 pub mod config;
 pub mod db;
 pub mod demo;

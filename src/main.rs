@@ -37,6 +37,8 @@ enum Command {
     Crd,
     /// Standalone mode with a built-in receiver you can take down, and live events.
     Demo,
+    /// Benchmark HookIt (starts its own, or drives one at --target).
+    Bench(BenchCli),
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -57,6 +59,37 @@ enum Command {
         #[arg(long)]
         signature: String,
     },
+}
+
+#[derive(clap::Args)]
+struct BenchCli {
+    /// Scenarios to run, comma-separated: ingest, deliver, latency, backlog, noisy.
+    #[arg(long, value_delimiter = ',', default_value = "ingest,deliver,latency,backlog,noisy")]
+    scenario: Vec<String>,
+    /// Measurement window of each case, seconds.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Concurrent publishers.
+    #[arg(long, default_value_t = 64)]
+    publishers: usize,
+    /// Deliveries to queue in the backlog scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    backlog: u64,
+    /// Worker process counts of the deliver scenario.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    workers: Vec<usize>,
+    /// Offered rates of the latency scenario, events/s.
+    #[arg(long, value_delimiter = ',', default_value = "100,500,2000")]
+    rates: Vec<u64>,
+    /// Drive a running HookIt at this URL instead of starting one.
+    #[arg(long)]
+    target: Option<String>,
+    /// API key for --target.
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -123,6 +156,27 @@ fn main() -> ExitCode {
             Command::Migrate => roles::migrate(cfg).await,
             Command::Controller => hookit::operator::run(cfg, shutdown).await,
             Command::Demo => hookit::demo::run(cfg, shutdown).await,
+            Command::Bench(b) => {
+                let args = hookit::bench::BenchArgs {
+                    scenarios: b.scenario,
+                    duration: std::time::Duration::from_secs(b.duration.max(1)),
+                    publishers: b.publishers.max(1),
+                    backlog: b.backlog,
+                    workers: b.workers,
+                    rates: b.rates,
+                    target: b.target,
+                    api_key: b.api_key,
+                    data_dir: cfg.data_dir.clone(),
+                    database_url: cfg.database_url.clone(),
+                };
+                let rows = hookit::bench::run(&args).await?;
+                if b.json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else {
+                    hookit::bench::print_table(&rows);
+                }
+                Ok(())
+            }
             Command::Keys { command: KeysCommand::Create { tenant, name } } => {
                 let key = roles::create_key(cfg, &tenant, name.as_deref()).await?;
                 println!("Created an API key for tenant `{tenant}`. It is shown only once; store it now:");

@@ -1,0 +1,414 @@
+//! The benchmark scenarios. Each case gets a fresh database and fresh processes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::procstat;
+use super::receiver::Tally;
+use super::report::Row;
+use super::{BenchArgs, Deployment, Server};
+use crate::db::Store;
+
+/// What every scenario gets.
+pub(crate) struct Ctx<'a> {
+    pub(crate) args: &'a BenchArgs,
+    pub(crate) server: &'a Server,
+    pub(crate) receiver: &'a str,
+    pub(crate) tally: &'a Arc<Tally>,
+}
+
+/// Resource counters at one instant.
+struct Probe {
+    at: Instant,
+    hookit_cpu: f64,
+    pg_cpu: f64,
+    wal: f64,
+    xacts: f64,
+}
+
+async fn probe(store: &Store, pids: &[u32]) -> anyhow::Result<Probe> {
+    sqlx::query("SELECT pg_stat_clear_snapshot()").execute(store.pool()).await?;
+    let (wal, xacts): (f64, f64) = sqlx::query_as(
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8,
+                (SELECT sum(xact_commit + xact_rollback)::float8 FROM pg_stat_database)",
+    )
+    .fetch_one(store.pool())
+    .await?;
+    Ok(Probe {
+        at: Instant::now(),
+        hookit_cpu: pids.iter().filter_map(|p| procstat::cpu_seconds(*p)).sum(),
+        pg_cpu: procstat::postgres_cpu_seconds(),
+        wal,
+        xacts,
+    })
+}
+
+/// Fills a row's resource figures from two probes over `items` items.
+fn costs(row: &mut Row, a: &Probe, b: &Probe, items: f64, pids: &[u32]) {
+    if items <= 0.0 {
+        return;
+    }
+    row.hookit_cpu_s_per_1k = Some((b.hookit_cpu - a.hookit_cpu) / items * 1000.0);
+    row.postgres_cpu_s_per_1k = Some((b.pg_cpu - a.pg_cpu) / items * 1000.0);
+    row.wal_bytes_per_item = Some((b.wal - a.wal) / items);
+    row.db_xacts_per_item = Some((b.xacts - a.xacts) / items);
+    row.peak_rss_mib = pids.iter().filter_map(|p| procstat::peak_rss_mib(*p)).reduce(f64::max);
+}
+
+fn percentiles(row: &mut Row, mut lat: Vec<f64>) {
+    if lat.is_empty() {
+        return;
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| lat[((lat.len() - 1) as f64 * q).round() as usize];
+    row.p50_ms = Some(at(0.50));
+    row.p90_ms = Some(at(0.90));
+    row.p99_ms = Some(at(0.99));
+}
+
+/// Publishers: `n` tasks posting events until `until`, optionally paced to
+/// `rate` events/s in total. Returns the number of 2xx answers.
+async fn publish(base: &str, key: &str, n: usize, keyed: bool, until: Instant, rate: Option<f64>) -> u64 {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(n).build().unwrap_or_default();
+    let ok = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for p in 0..n {
+        let (http, ok, url, key) = (http.clone(), ok.clone(), format!("{base}/v1/events"), key.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = rate.map(|r| {
+                let mut i = tokio::time::interval(Duration::from_secs_f64(n as f64 / r));
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                i
+            });
+            let mut i = 0u64;
+            while Instant::now() < until {
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
+                i += 1;
+                let body = json!({"event_type": "bench.event", "payload": {"publisher": p, "n": i, "amount": 1999, "currency": "EUR"}});
+                let mut req = http.post(&url).bearer_auth(&key).json(&body);
+                if keyed {
+                    req = req.header("idempotency-key", Uuid::new_v4().to_string());
+                }
+                if let Ok(r) = req.send().await {
+                    if r.status().is_success() {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    ok.load(Ordering::Relaxed)
+}
+
+async fn endpoints(d: &Deployment, receiver: &str, n: usize, extra: serde_json::Value) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    for i in 0..n {
+        let mut body = json!({"url": format!("{receiver}/ep{i}")});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let r = http.post(format!("{}/v1/endpoints", d.base)).bearer_auth(&d.key).json(&body).send().await?;
+        if !r.status().is_success() {
+            return Err(anyhow!("creating a benchmark endpoint failed: {}", r.text().await.unwrap_or_default()));
+        }
+    }
+    Ok(())
+}
+
+async fn wait_delivered(tally: &Tally, n: u64, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while tally.delivered.load(Ordering::Relaxed) < n {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+pub(crate) async fn ingest(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for n_ep in [1usize, 10] {
+        for keyed in [false, true] {
+            let url = ctx.server.database("hookit_bench").await?;
+            let d = Deployment::start(&url, 0, &[]).await?;
+            endpoints(&d, ctx.receiver, n_ep, json!({})).await?;
+            let (api, _) = d.pids();
+            publish(&d.base, &d.key, ctx.args.publishers, keyed, Instant::now() + Duration::from_secs(1), None).await;
+            let a = probe(&d.store, &api).await?;
+            let n = publish(&d.base, &d.key, ctx.args.publishers, keyed, Instant::now() + ctx.args.duration, None).await;
+            let b = probe(&d.store, &api).await?;
+            let mut row = Row {
+                scenario: "ingest".into(),
+                case: format!("{n_ep} endpoint{}, {}", if n_ep > 1 { "s" } else { "" }, if keyed { "keyed" } else { "unkeyed" }),
+                rate: n as f64 / (b.at - a.at).as_secs_f64(),
+                unit: "events/s".into(),
+                note: format!("{} publishers; per event", ctx.args.publishers),
+                ..Default::default()
+            };
+            costs(&mut row, &a, &b, n as f64, &api);
+            rows.push(row);
+            d.stop().await;
+            ctx.server.drop_database("hookit_bench").await;
+        }
+    }
+    Ok(rows)
+}
+
+pub(crate) async fn deliver(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for n_ep in [1usize, 10] {
+        for &workers in &ctx.args.workers {
+            let url = ctx.server.database("hookit_bench").await?;
+            let d = Deployment::start(&url, workers, &[]).await?;
+            endpoints(&d, ctx.receiver, n_ep, json!({})).await?;
+            let (api, wk) = d.pids();
+            let all: Vec<u32> = api.iter().chain(wk.iter()).copied().collect();
+            ctx.tally.reset();
+            let warmup = Duration::from_secs(2);
+            let end = Instant::now() + warmup + ctx.args.duration;
+            let publishing = tokio::spawn(publish_owned(d.base.clone(), d.key.clone(), ctx.args.publishers, end));
+            tokio::time::sleep(warmup).await;
+            ctx.tally.take_latencies();
+            let a = probe(&d.store, &all).await?;
+            let before = ctx.tally.delivered.load(Ordering::Relaxed);
+            tokio::time::sleep_until(end.into()).await;
+            let after = ctx.tally.delivered.load(Ordering::Relaxed);
+            let b = probe(&d.store, &all).await?;
+            let published = publishing.await.unwrap_or(0);
+            let delivered = (after - before) as f64;
+            let mut row = Row {
+                scenario: "deliver".into(),
+                case: format!("{n_ep} endpoint{}, {workers} worker{}", if n_ep > 1 { "s" } else { "" }, if workers > 1 { "s" } else { "" }),
+                rate: delivered / (b.at - a.at).as_secs_f64(),
+                unit: "deliveries/s".into(),
+                note: format!("end to end, {} publishers; {published} events accepted; duplicates {}", ctx.args.publishers, ctx.tally.duplicates.load(Ordering::Relaxed)),
+                ..Default::default()
+            };
+            percentiles(&mut row, ctx.tally.take_latencies());
+            costs(&mut row, &a, &b, delivered, &all);
+            rows.push(row);
+            d.stop().await;
+            ctx.server.drop_database("hookit_bench").await;
+        }
+    }
+    Ok(rows)
+}
+
+async fn publish_owned(base: String, key: String, n: usize, until: Instant) -> u64 {
+    publish(&base, &key, n, false, until, None).await
+}
+
+pub(crate) async fn latency(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for &rate in &ctx.args.rates {
+        let url = ctx.server.database("hookit_bench").await?;
+        let d = Deployment::start(&url, 1, &[]).await?;
+        endpoints(&d, ctx.receiver, 1, json!({})).await?;
+        let (api, wk) = d.pids();
+        let all: Vec<u32> = api.iter().chain(wk.iter()).copied().collect();
+        ctx.tally.reset();
+        let publishers = ctx.args.publishers.min(rate as usize).max(1);
+        let a = probe(&d.store, &all).await?;
+        let sent = publish(&d.base, &d.key, publishers, false, Instant::now() + ctx.args.duration, Some(rate as f64)).await;
+        wait_delivered(ctx.tally, sent, Duration::from_secs(30)).await;
+        let b = probe(&d.store, &all).await?;
+        let delivered = ctx.tally.delivered.load(Ordering::Relaxed);
+        let mut row = Row {
+            scenario: "latency".into(),
+            case: format!("{rate} events/s offered"),
+            rate: sent as f64 / ctx.args.duration.as_secs_f64(),
+            unit: "events/s".into(),
+            note: format!("{delivered}/{sent} delivered; 1 worker"),
+            ..Default::default()
+        };
+        percentiles(&mut row, ctx.tally.take_latencies());
+        costs(&mut row, &a, &b, delivered as f64, &all);
+        rows.push(row);
+        d.stop().await;
+        ctx.server.drop_database("hookit_bench").await;
+    }
+    Ok(rows)
+}
+
+/// Queues `n` more deliveries to the first endpoint directly in SQL (the fastest
+/// way to build a large backlog; the ingestion path is measured by `ingest`).
+async fn fill(store: &Store, n: u64) -> anyhow::Result<()> {
+    let mut left = n;
+    while left > 0 {
+        let chunk = left.min(100_000);
+        sqlx::query(
+            "WITH ev AS (
+                INSERT INTO events (id, tenant, event_type, body)
+                SELECT hookit_uuid_v7(), 'bench', 'bench.backlog',
+                       '{\"id\":\"evt_backlog\",\"type\":\"bench.backlog\",\"timestamp\":\"2026-01-01T00:00:00.000Z\",\"data\":{}}'
+                FROM generate_series(1, $1) RETURNING id)
+             INSERT INTO deliveries (id, tenant, event_id, endpoint_id, next_attempt_at)
+             SELECT hookit_uuid_v7(), 'bench', ev.id, (SELECT id FROM endpoints LIMIT 1), now() FROM ev",
+        )
+        .bind(chunk as i64)
+        .execute(store.pool())
+        .await?;
+        left -= chunk;
+    }
+    sqlx::query("VACUUM ANALYZE deliveries").execute(store.pool()).await?;
+    Ok(())
+}
+
+/// Median time of `reps` claims of 128 rows (each put back at once).
+async fn claim_latency_ms(store: &Store, reps: usize) -> anyhow::Result<f64> {
+    let me = Uuid::new_v4();
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        let got = store.claim(me, 128, 60_000, &[]).await?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        let ids: Vec<Uuid> = got.iter().map(|c| c.id).collect();
+        store.release(me, &ids, Some(chrono::Utc::now())).await?;
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    Ok(times[times.len() / 2])
+}
+
+pub(crate) async fn backlog(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
+    let total = ctx.args.backlog.max(2000);
+    let url = ctx.server.database("hookit_bench").await?;
+    let mut d = Deployment::start(&url, 0, &[]).await?;
+    endpoints(&d, ctx.receiver, 1, json!({})).await?;
+    fill(&d.store, 1000).await?;
+    let at_1k = claim_latency_ms(&d.store, 21).await?;
+    let t = Instant::now();
+    fill(&d.store, total - 1000).await?;
+    let fill_secs = t.elapsed().as_secs_f64();
+    let at_full = claim_latency_ms(&d.store, 21).await?;
+
+    ctx.tally.reset();
+    d.add_worker()?;
+    let (api, wk) = d.pids();
+    let all: Vec<u32> = api.iter().chain(wk.iter()).copied().collect();
+    let a = probe(&d.store, &all).await?;
+    let mut rss_samples = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs((total / 300).max(120));
+    while ctx.tally.delivered.load(Ordering::Relaxed) < total && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        rss_samples.push(wk.iter().filter_map(|p| procstat::rss_mib(*p)).sum::<f64>());
+    }
+    let b = probe(&d.store, &all).await?;
+    let drained = ctx.tally.delivered.load(Ordering::Relaxed);
+    let mut row = Row {
+        scenario: "backlog".into(),
+        case: format!("{total} queued, 1 worker"),
+        rate: drained as f64 / (b.at - a.at).as_secs_f64(),
+        unit: "deliveries/s".into(),
+        note: format!(
+            "drained {drained}/{total}; claim(128) median {at_1k:.2} ms at 1k vs {at_full:.2} ms at {total}; worker RSS first/last {:.0}/{:.0} MiB; fill took {fill_secs:.0} s",
+            rss_samples.first().copied().unwrap_or(0.0),
+            rss_samples.last().copied().unwrap_or(0.0)
+        ),
+        ..Default::default()
+    };
+    costs(&mut row, &a, &b, drained as f64, &all);
+    let rows = vec![row];
+    d.stop().await;
+    ctx.server.drop_database("hookit_bench").await;
+    Ok(rows)
+}
+
+pub(crate) async fn noisy(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let mut alone = None;
+    for with_hanging in [false, true] {
+        let url = ctx.server.database("hookit_bench").await?;
+        let d = Deployment::start(&url, 1, &[]).await?;
+        endpoints(&d, ctx.receiver, 9, json!({})).await?;
+        if with_hanging {
+            let http = reqwest::Client::new();
+            http.post(format!("{}/v1/endpoints", d.base))
+                .bearer_auth(&d.key)
+                .json(&json!({"url": format!("{}/hang", ctx.receiver), "timeout_ms": 5000}))
+                .send()
+                .await?;
+        }
+        let (api, wk) = d.pids();
+        let all: Vec<u32> = api.iter().chain(wk.iter()).copied().collect();
+        ctx.tally.reset();
+        let warmup = Duration::from_secs(2);
+        let end = Instant::now() + warmup + ctx.args.duration;
+        let publishing = tokio::spawn(publish_owned(d.base.clone(), d.key.clone(), ctx.args.publishers, end));
+        tokio::time::sleep(warmup).await;
+        let healthy = |t: &Tally| t.per_path().iter().filter(|(p, _)| !p.starts_with("/hang")).map(|(_, n)| *n).sum::<u64>();
+        let before = healthy(ctx.tally);
+        let a = probe(&d.store, &all).await?;
+        tokio::time::sleep_until(end.into()).await;
+        let b = probe(&d.store, &all).await?;
+        let delivered = (healthy(ctx.tally) - before) as f64;
+        let _ = publishing.await;
+        let rate = delivered / (b.at - a.at).as_secs_f64();
+        let mut row = Row {
+            scenario: "noisy".into(),
+            case: if with_hanging { "9 healthy + 1 hanging (5 s timeout)".into() } else { "9 healthy alone".into() },
+            rate,
+            unit: "healthy deliveries/s".into(),
+            ..Default::default()
+        };
+        if let (true, Some(base)) = (with_hanging, alone) {
+            row.note = format!("healthy endpoints keep {:.0}% of their throughput alone", rate / base * 100.0);
+        }
+        alone.get_or_insert(rate);
+        costs(&mut row, &a, &b, delivered, &all);
+        rows.push(row);
+        d.stop().await;
+        ctx.server.drop_database("hookit_bench").await;
+    }
+    Ok(rows)
+}
+
+/// Scenarios against a running HookIt (`--target`): throughput and latency only.
+pub(crate) async fn remote(scenario: &str, args: &BenchArgs, target: &str, key: &str, receiver: &str, tally: &Arc<Tally>) -> anyhow::Result<Vec<Row>> {
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{target}/v1/endpoints"))
+        .bearer_auth(key)
+        .json(&json!({"url": format!("{receiver}/remote"), "event_types": ["bench.*"]}))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        return Err(anyhow!("creating the benchmark endpoint on the target failed (is 127.0.0.0/8 allowed?): {}", r.text().await.unwrap_or_default()));
+    }
+    tally.reset();
+    let row = match scenario {
+        "ingest" => {
+            let t = Instant::now();
+            let n = publish(target, key, args.publishers, true, Instant::now() + args.duration, None).await;
+            Row { scenario: "ingest".into(), case: "remote, keyed".into(), rate: n as f64 / t.elapsed().as_secs_f64(), unit: "events/s".into(), ..Default::default() }
+        }
+        "deliver" | "latency" => {
+            let rate = (scenario == "latency").then(|| args.rates.first().copied().unwrap_or(500) as f64);
+            let t = Instant::now();
+            let n = publish(target, key, args.publishers, false, Instant::now() + args.duration, rate).await;
+            wait_delivered(tally, n, Duration::from_secs(60)).await;
+            let mut row = Row {
+                scenario: scenario.into(),
+                case: "remote".into(),
+                rate: tally.delivered.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64(),
+                unit: "deliveries/s".into(),
+                note: format!("{n} published"),
+                ..Default::default()
+            };
+            percentiles(&mut row, tally.take_latencies());
+            row
+        }
+        other => return Err(anyhow!("--scenario {other} needs a HookIt the benchmark starts itself (drop --target)")),
+    };
+    Ok(vec![row])
+}
