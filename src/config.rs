@@ -63,6 +63,18 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// `HOOKIT_DISABLE_AFTER`: an endpoint failing continuously this long is disabled.
     pub disable_after: Duration,
+    /// `POD_NAME`: the controller replica's identity in leader election.
+    pub pod_name: Option<String>,
+    /// `POD_NAMESPACE`: where the controller's leader-election Lease lives.
+    pub pod_namespace: Option<String>,
+    /// `HOOKIT_WATCH_NAMESPACE`: the controller reconciles only this namespace (default: all).
+    pub watch_namespace: Option<String>,
+    /// `HOOKIT_CONTROLLER_LEASE`: how long the controller leader's Lease holds without
+    /// renewal, i.e. the longest takeover time after a leader dies (whole seconds, >= 2s).
+    pub controller_lease: Duration,
+    /// `HOOKIT_CONTROLLER_RESYNC`: how often the controller refreshes each
+    /// WebhookEndpoint's status (delivery figures, circuit state).
+    pub controller_resync: Duration,
 }
 
 impl Default for Config {
@@ -176,6 +188,14 @@ impl Config {
                 })
             }
         };
+        let controller_lease = duration("HOOKIT_CONTROLLER_LEASE", "15s")?;
+        if controller_lease < Duration::from_secs(2) {
+            return Err(ConfigError {
+                var: "HOOKIT_CONTROLLER_LEASE",
+                value: humantime::format_duration(controller_lease).to_string(),
+                reason: "must be at least 2s".into(),
+            });
+        }
         Ok(Self {
             database_url: get("DATABASE_URL"),
             listen: addr("HOOKIT_LISTEN", Some("127.0.0.1:8080"))?.expect("has a default"),
@@ -196,6 +216,11 @@ impl Config {
             max_endpoints_per_tenant: number("HOOKIT_MAX_ENDPOINTS", 1000, 1, 1_000_000)? as i64,
             shutdown_grace: duration("HOOKIT_SHUTDOWN_GRACE", "30s")?,
             disable_after: duration("HOOKIT_DISABLE_AFTER", "5days")?,
+            pod_name: get("POD_NAME"),
+            pod_namespace: get("POD_NAMESPACE"),
+            watch_namespace: get("HOOKIT_WATCH_NAMESPACE"),
+            controller_lease,
+            controller_resync: duration("HOOKIT_CONTROLLER_RESYNC", "60s")?,
         })
     }
 
@@ -282,5 +307,26 @@ mod tests {
         assert_eq!(c.allow_private_targets.len(), 3);
         assert_eq!(parse_size("256KiB"), Some(262144));
         assert_eq!(parse_size("12x"), None);
+    }
+
+    #[test]
+    fn controller_settings() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.controller_lease, Duration::from_secs(15));
+        assert_eq!(c.controller_resync, Duration::from_secs(60));
+        assert!(c.watch_namespace.is_none() && c.pod_name.is_none());
+        let c = cfg(&[
+            ("POD_NAME", "hookit-0"),
+            ("HOOKIT_WATCH_NAMESPACE", "payments"),
+        ])
+        .unwrap();
+        assert_eq!(c.pod_name.as_deref(), Some("hookit-0"));
+        assert_eq!(c.watch_namespace.as_deref(), Some("payments"));
+        for (var, val) in [
+            ("HOOKIT_CONTROLLER_LEASE", "1s"),
+            ("HOOKIT_CONTROLLER_RESYNC", "never"),
+        ] {
+            assert_eq!(cfg(&[(var, val)]).unwrap_err().var, var);
+        }
     }
 }

@@ -23,7 +23,14 @@ pub const DEFAULT_SECRET_KEY: &str = "secret";
 pub const READY: &str = "Ready";
 
 /// Pattern of a duration string: Go-style units, e.g. `500ms`, `10s`, `1h30m`.
-const DURATION_PATTERN: &str = r"^([0-9]{1,6}(ms|s|m|h))+$";
+/// (A macro so that CEL rules can embed it with `concat!`; the CEL rules check it
+/// first, so a malformed value gets the pattern's message and no CEL error.)
+macro_rules! duration_pattern {
+    () => {
+        "^([0-9]{1,6}(ms|s|m|h))+$"
+    };
+}
+const DURATION_PATTERN: &str = duration_pattern!();
 
 /// A webhook subscription: events published by the namespace's tenant whose type
 /// matches `eventTypes` are delivered to `url`, signed with the Secret's key.
@@ -37,41 +44,32 @@ const DURATION_PATTERN: &str = r"^([0-9]{1,6}(ms|s|m|h))+$";
     category = "hookit",
     status = "WebhookEndpointStatus",
     doc = "A webhook subscription of the namespace's tenant, delivered by HookIt.",
-    printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
-        priority = 1
-    ),
-    printcolumn(
-        name = "Paused",
-        type_ = "boolean",
-        json_path = ".spec.paused",
-        priority = 1
-    ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    // Raw JSON: the structured printcolumn(...) form repeats keys, which clippy
+    // flags as duplicated attributes.
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Paused","type":"boolean","priority":1,"jsonPath":".spec.paused"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookEndpointSpec {
     /// Where deliveries are POSTed: an absolute http:// or https:// URL. The
     /// controller also checks it against the SSRF policy (private, loopback and
     /// link-local targets are refused unless the operator allows them).
-    #[x_kube(validation = Rule::new("isURL(self) && url(self).getScheme() in ['http', 'https']")
-        .message("url must be an absolute http:// or https:// URL"))]
-    #[x_kube(validation = Rule::new("url(self).getHost() != ''").message("url must have a host"))]
+    #[x_kube(validation = Rule::new(
+        "isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHost() != ''"
+    ).message("url must be an absolute http:// or https:// URL"))]
     #[schemars(length(min = 1, max = 2048))]
     pub url: String,
 
     /// Event types to deliver: exact (`order.created`), a prefix (`order.*`) or `*`.
     #[serde(default = "all_event_types")]
     #[schemars(length(min = 1, max = 50))]
-    #[schemars(inner(length(min = 1, max = 130), regex(pattern = r"^(\*|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*(\.\*)?)$")))]
+    #[schemars(inner(
+        length(min = 1, max = 130),
+        regex(pattern = r"^(\*|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*(\.\*)?)$")
+    ))]
     pub event_types: Vec<String>,
 
     /// A Secret of this namespace holding the signing secret (`whsec_…`). When
@@ -85,7 +83,7 @@ pub struct WebhookEndpointSpec {
     pub retry: Option<RetrySpec>,
 
     /// Time limit of one attempt, 100ms to 300s (default: the server's setting).
-    #[x_kube(validation = Rule::new("duration(self) >= duration('100ms') && duration(self) <= duration('300s')")
+    #[x_kube(validation = Rule::new(concat!("!self.matches('", duration_pattern!(), "') || (duration(self) >= duration('100ms') && duration(self) <= duration('300s'))"))
         .message("timeout must be from 100ms to 300s"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
@@ -99,7 +97,7 @@ pub struct WebhookEndpointSpec {
     #[x_kube(validation = Rule::new("self.all(k, k.matches('^[!#$%&\\'*+.^_`|~0-9A-Za-z-]{1,256}$'))")
         .message("header names must be HTTP tokens (letters, digits and !#$%&'*+.^_`|~-)"))]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 20), inner(length(max = 4096)))]
+    #[schemars(extend("maxProperties" = 20))]
     pub headers: BTreeMap<String, String>,
 
     /// Holds deliveries without spending attempts while true; they go out when it
@@ -132,7 +130,10 @@ fn all_event_types() -> Vec<String> {
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
     /// Name of the Secret.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
     pub name: String,
     /// Key inside the Secret (default `secret`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,7 +144,7 @@ pub struct SecretKeyRef {
 /// How failed deliveries are retried.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[x_kube(validation = Rule::new(
-    "!has(self.initialBackoff) || !has(self.maxBackoff) || duration(self.initialBackoff) <= duration(self.maxBackoff)"
+    concat!("!has(self.initialBackoff) || !has(self.maxBackoff) || !self.initialBackoff.matches('", duration_pattern!(), "') || !self.maxBackoff.matches('", duration_pattern!(), "') || duration(self.initialBackoff) <= duration(self.maxBackoff)")
 ).message("retry.initialBackoff must not be longer than retry.maxBackoff"))]
 #[serde(rename_all = "camelCase")]
 pub struct RetrySpec {
@@ -152,13 +153,13 @@ pub struct RetrySpec {
     #[schemars(range(min = 1, max = 100))]
     pub max_attempts: Option<i32>,
     /// Delay before the first retry, e.g. `10s` (at most 24h).
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s') && duration(self) <= duration('24h')")
+    #[x_kube(validation = Rule::new(concat!("!self.matches('", duration_pattern!(), "') || (duration(self) > duration('0s') && duration(self) <= duration('24h'))"))
         .message("retry.initialBackoff must be more than 0s and at most 24h"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     pub initial_backoff: Option<String>,
     /// Longest delay between retries, e.g. `1h` (at most 168h).
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s') && duration(self) <= duration('168h')")
+    #[x_kube(validation = Rule::new(concat!("!self.matches('", duration_pattern!(), "') || (duration(self) > duration('0s') && duration(self) <= duration('168h'))"))
         .message("retry.maxBackoff must be more than 0s and at most 168h"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
@@ -214,9 +215,6 @@ pub struct DeliveryFigures {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "date-time"))]
     pub last_failure_time: Option<String>,
-    /// When these figures were taken (RFC 3339).
-    #[schemars(extend("format" = "date-time"))]
-    pub updated_time: String,
 }
 
 /// A status condition, shaped like `metav1.Condition`.

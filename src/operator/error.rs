@@ -91,10 +91,9 @@ mod tests {
     use super::*;
 
     fn api_error(code: u16) -> Error {
-        Error::Kube(kube::Error::Api(Box::new(kube::core::Status::failure(
-            "nope", "Reason",
-        )
-        .with_code(code))))
+        Error::Kube(kube::Error::Api(Box::new(
+            kube::core::Status::failure("nope", "Reason").with_code(code),
+        )))
     }
 
     #[test]

@@ -1,0 +1,492 @@
+//! Reconciles `WebhookEndpoint` resources into endpoint rows.
+//!
+//! Apply: check the spec against the same SSRF policy as the REST API, resolve the
+//! signing secret (the referenced Secret, or a generated `<name>-signing` Secret
+//! owned by the resource), upsert the row keyed by the resource's UID, and report
+//! in `.status`. Cleanup (behind a finalizer): retire the row, which dead-letters
+//! its pending deliveries rather than dropping them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{SecondsFormat, Utc};
+use k8s_openapi::api::core::v1::Secret as KubeSecret;
+use k8s_openapi::ByteString;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use super::crd::{
+    Condition, DeliveryFigures, WebhookEndpoint, WebhookEndpointStatus, DEFAULT_SECRET_KEY, READY,
+};
+use super::{Context, Error, FIELD_MANAGER};
+use crate::db::endpoints::{check_target, EndpointSpec, ManagedEndpoint};
+use crate::domain::ids::EndpointId;
+use crate::domain::signing;
+use crate::domain::ssrf::SsrfError;
+
+/// Finalizer that retires the endpoint before the resource goes.
+pub const FINALIZER: &str = "hookit.dev/endpoint";
+/// Label on generated signing Secrets (the controller watches them through it).
+pub const SIGNING_LABEL: &str = "hookit.dev/signing-secret";
+/// Window of the delivery figures in `.status.deliveries`.
+const FIGURES_WINDOW_HOURS: i64 = 24;
+/// Requeue after a refusal that only a spec change can fix.
+const SLOW_RETRY: Duration = Duration::from_secs(300);
+/// Requeue after a refusal that may fix itself (DNS, a Secret yet to be created).
+const SOON_RETRY: Duration = Duration::from_secs(60);
+
+/// Why the spec cannot be honoured: reported in `.status`, retried slowly.
+struct Rejection {
+    reason: &'static str,
+    message: String,
+    retry: Duration,
+}
+
+impl Rejection {
+    fn from_store(e: crate::error::Error) -> Self {
+        match e {
+            crate::error::Error::Ssrf(s @ SsrfError::Unresolvable(_)) => Rejection {
+                reason: "UrlUnresolvable",
+                message: s.to_string(),
+                retry: SOON_RETRY,
+            },
+            crate::error::Error::Ssrf(s) => Rejection {
+                reason: "UrlRefused",
+                message: format!("the URL was refused by the SSRF policy: {s}"),
+                retry: SLOW_RETRY,
+            },
+            other => Rejection {
+                reason: "InvalidSpec",
+                message: other.to_string(),
+                retry: SLOW_RETRY,
+            },
+        }
+    }
+}
+
+/// The signing secret and the Secret it came from.
+struct Signing {
+    secret: signing::Secret,
+    secret_name: String,
+}
+
+/// Entry point of the `WebhookEndpoint` controller.
+#[instrument(skip_all, fields(namespace = we.namespace(), name = we.name_any()))]
+pub async fn reconcile(we: Arc<WebhookEndpoint>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = we.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let api: Api<WebhookEndpoint> = Api::namespaced(ctx.client.clone(), &ns);
+    let key = super::object_key(&*we);
+    let result = finalizer(&api, FINALIZER, we, |event| async {
+        match event {
+            Finalizer::Apply(we) => apply(&we, &api, &ctx).await,
+            Finalizer::Cleanup(we) => cleanup(&we, &ctx).await,
+        }
+    })
+    .await
+    .map_err(Error::from);
+    ctx.settle(&key, result.is_ok());
+    result
+}
+
+/// Backoff by error kind and by how often this object failed in a row.
+pub fn error_policy(we: Arc<WebhookEndpoint>, err: &Error, ctx: Arc<Context>) -> Action {
+    super::retry_after_error("webhookendpoint", &super::object_key(&*we), err, &ctx)
+}
+
+async fn apply(
+    we: &WebhookEndpoint,
+    api: &Api<WebhookEndpoint>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let ns = we.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let uid = we.uid().ok_or(Error::Incomplete("uid"))?;
+    let previous = we.status.clone().unwrap_or_default();
+
+    let spec = match desired_settings(we, ctx).await {
+        Ok(spec) => spec,
+        Err(r) => return reject(we, api, ctx, &previous, r).await,
+    };
+    let signing = match signing_secret(we, ctx, &previous).await? {
+        Ok(s) => s,
+        Err(r) => return reject(we, api, ctx, &previous, r).await,
+    };
+    let url = spec.url.clone();
+    let ep = ctx
+        .store
+        .upsert_managed_endpoint(&ManagedEndpoint {
+            uid,
+            name: format!("{ns}/{}", we.name_any()),
+            tenant: ns.clone(),
+            spec,
+            paused: we.spec.paused,
+            secret: signing.secret,
+        })
+        .await?;
+    let since = Utc::now() - chrono::Duration::hours(FIGURES_WINDOW_HOURS);
+    let figures = ctx.store.delivery_summary(&ns, ep.id, since).await?;
+
+    let (ready, reason, message) = match ep.status.as_str() {
+        "disabled" => (
+            "False",
+            "Disabled",
+            format!(
+                "deliveries to {url} stopped: {}; set spec.paused to true and back to false to resume",
+                ep.disabled_reason.as_deref().unwrap_or("disabled")
+            ),
+        ),
+        "paused" => (
+            "True",
+            "Paused",
+            format!("applied; deliveries to {url} are held while spec.paused is true"),
+        ),
+        _ => ("True", "Delivering", format!("delivering to {url}")),
+    };
+    let status = WebhookEndpointStatus {
+        conditions: vec![ready_condition(
+            &previous,
+            ready,
+            reason,
+            message,
+            we.metadata.generation,
+        )],
+        observed_generation: we.metadata.generation,
+        endpoint_id: Some(ep.id.to_string()),
+        secret_name: Some(signing.secret_name),
+        state: Some(ep.status),
+        circuit_state: Some(ep.circuit_state),
+        deliveries: Some(DeliveryFigures {
+            succeeded: figures.succeeded,
+            failed: figures.failed,
+            dead: figures.dead,
+            pending: figures.pending,
+            last_delivery_time: figures.last_success_at.map(rfc3339),
+            last_failure_time: figures.last_failure_at.map(rfc3339),
+        }),
+    };
+    write_status(we, api, ctx, &previous, status).await?;
+    super::count_reconcile("webhookendpoint", "applied");
+    Ok(Action::requeue(ctx.resync))
+}
+
+async fn cleanup(we: &WebhookEndpoint, ctx: &Context) -> Result<Action, Error> {
+    let uid = we.uid().ok_or(Error::Incomplete("uid"))?;
+    ctx.store.retire_managed_endpoint(&uid).await?;
+    info!("endpoint retired; its pending deliveries were dead-lettered");
+    ctx.publish(
+        &we.object_ref(&()),
+        EventType::Normal,
+        "Retired",
+        "Delete",
+        "the endpoint was removed from delivery; its pending deliveries were dead-lettered",
+    )
+    .await;
+    super::count_reconcile("webhookendpoint", "retired");
+    Ok(Action::await_change())
+}
+
+/// Endpoint settings from the spec, checked like the REST API checks them
+/// (syntax, limits, and the SSRF policy against every resolved address).
+async fn desired_settings(we: &WebhookEndpoint, ctx: &Context) -> Result<EndpointSpec, Rejection> {
+    let spec = we.spec.to_endpoint_spec().map_err(|e| Rejection {
+        reason: "InvalidSpec",
+        message: e.to_string(),
+        retry: SLOW_RETRY,
+    })?;
+    spec.validate(&ctx.ssrf).map_err(Rejection::from_store)?;
+    check_target(&ctx.ssrf, &spec.url)
+        .await
+        .map_err(Rejection::from_store)?;
+    Ok(spec)
+}
+
+async fn reject(
+    we: &WebhookEndpoint,
+    api: &Api<WebhookEndpoint>,
+    ctx: &Context,
+    previous: &WebhookEndpointStatus,
+    r: Rejection,
+) -> Result<Action, Error> {
+    warn!(reason = r.reason, message = %r.message, "spec not applied");
+    let mut message = r.message;
+    if previous.endpoint_id.is_some() {
+        message.push_str("; the endpoint keeps its last accepted settings");
+    }
+    // Keep what is still true (endpoint id, figures); only Ready changes.
+    let mut status = previous.clone();
+    status.conditions = vec![ready_condition(
+        previous,
+        "False",
+        r.reason,
+        message,
+        we.metadata.generation,
+    )];
+    status.observed_generation = we.metadata.generation;
+    write_status(we, api, ctx, previous, status).await?;
+    super::count_reconcile("webhookendpoint", "rejected");
+    Ok(Action::requeue(r.retry))
+}
+
+/// The Ready condition, keeping its transition time while its status holds.
+fn ready_condition(
+    previous: &WebhookEndpointStatus,
+    status: &str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+) -> Condition {
+    let last_transition_time = previous
+        .ready()
+        .filter(|c| c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| rfc3339(Utc::now()));
+    Condition {
+        type_: READY.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time,
+        observed_generation: generation,
+    }
+}
+
+fn rfc3339(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Writes the status through the status subresource (server-side apply, our own
+/// field manager), but only when it changed: every write is a watch event that
+/// triggers another reconcile, so writing unchanged figures would loop. An Event
+/// is recorded when the Ready condition changes.
+async fn write_status(
+    we: &WebhookEndpoint,
+    api: &Api<WebhookEndpoint>,
+    ctx: &Context,
+    previous: &WebhookEndpointStatus,
+    status: WebhookEndpointStatus,
+) -> Result<(), Error> {
+    if we.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let patch = json!({
+        "apiVersion": WebhookEndpoint::api_version(&()),
+        "kind": WebhookEndpoint::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &we.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    let summary =
+        |c: Option<&Condition>| c.map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+    if let Some(c) = status.ready() {
+        if summary(previous.ready()) != summary(Some(c)) {
+            let kind = if c.status == "True" {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            };
+            ctx.publish(
+                &we.object_ref(&()),
+                kind,
+                &c.reason,
+                "Reconcile",
+                &c.message,
+            )
+            .await;
+        }
+    }
+    Ok(())
+}
+
+/// The signing secret: from `spec.secretRef`, or the generated `<name>-signing`.
+async fn signing_secret(
+    we: &WebhookEndpoint,
+    ctx: &Context,
+    previous: &WebhookEndpointStatus,
+) -> Result<Result<Signing, Rejection>, Error> {
+    let ns = we.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let secrets: Api<KubeSecret> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(r) = &we.spec.secret_ref else {
+        return generated_secret(we, ctx, &secrets, previous).await;
+    };
+    let key = r.key.as_deref().unwrap_or(DEFAULT_SECRET_KEY);
+    let Some(s) = secrets.get_opt(&r.name).await? else {
+        return Ok(Err(Rejection {
+            reason: "SecretNotFound",
+            message: format!("Secret {} (spec.secretRef) does not exist", r.name),
+            retry: SOON_RETRY,
+        }));
+    };
+    Ok(match read_key(&s, key) {
+        Ok(secret) => Ok(Signing {
+            secret,
+            secret_name: r.name.clone(),
+        }),
+        Err(why) => Err(Rejection {
+            reason: "InvalidSecret",
+            message: format!("Secret {} (spec.secretRef): {why}", r.name),
+            retry: SLOW_RETRY,
+        }),
+    })
+}
+
+/// Reads and parses a `whsec_…` value; the error never contains the value.
+fn read_key(s: &KubeSecret, key: &str) -> Result<signing::Secret, String> {
+    let bytes = s
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .ok_or_else(|| format!("has no key `{key}`"))?;
+    let text = std::str::from_utf8(&bytes.0).map_err(|_| format!("key `{key}` is not text"))?;
+    signing::Secret::parse(text.trim()).map_err(|e| format!("key `{key}`: {e}"))
+}
+
+/// Ensures Secret `<name>-signing`, owned by the resource. A missing Secret is
+/// recreated with the secret the endpoint already signs with (so deleting it by
+/// mistake does not rotate); a fresh one is generated only for a new endpoint.
+async fn generated_secret(
+    we: &WebhookEndpoint,
+    ctx: &Context,
+    secrets: &Api<KubeSecret>,
+    previous: &WebhookEndpointStatus,
+) -> Result<Result<Signing, Rejection>, Error> {
+    let name = format!("{}-signing", we.name_any());
+    let uid = we.uid().ok_or(Error::Incomplete("uid"))?;
+    let existing = secrets.get_opt(&name).await?;
+    let owned = |s: &KubeSecret| s.owner_references().iter().any(|o| o.uid == uid);
+    // Owned by an earlier WebhookEndpoint of the same name, which is gone (names are
+    // unique, so a different UID means it was deleted and recreated).
+    let stale = |s: &KubeSecret| {
+        s.owner_references().iter().any(|o| {
+            o.kind == WebhookEndpoint::kind(&()) && o.name == we.name_any() && o.uid != uid
+        })
+    };
+    match existing {
+        Some(s) if owned(&s) => Ok(read_key(&s, DEFAULT_SECRET_KEY)
+            .map(|secret| Signing {
+                secret,
+                secret_name: name.clone(),
+            })
+            .map_err(|why| Rejection {
+                reason: "InvalidSecret",
+                message: format!(
+                    "Secret {name}: {why}; write a valid whsec_ value into it, or delete it to have it recreated"
+                ),
+                retry: SLOW_RETRY,
+            })),
+        Some(s) if stale(&s) => {
+            let secret = signing::Secret::generate();
+            let mut object = signing_secret_object(we, &name, &secret)?;
+            object.metadata.resource_version = s.resource_version();
+            secrets
+                .replace(&name, &post_params(), &object)
+                .await?;
+            ctx.publish(
+                &we.object_ref(&()),
+                EventType::Normal,
+                "SigningSecretCreated",
+                "CreateSecret",
+                &format!("took over Secret {name} left by an earlier WebhookEndpoint of this name, with a new signing secret"),
+            )
+            .await;
+            Ok(Ok(Signing {
+                secret,
+                secret_name: name,
+            }))
+        }
+        Some(_) => Ok(Err(Rejection {
+            reason: "SecretConflict",
+            message: format!(
+                "Secret {name} exists and is not owned by this WebhookEndpoint; rename or delete it, or point spec.secretRef at it"
+            ),
+            retry: SLOW_RETRY,
+        })),
+        None => {
+            let current = match previous
+                .endpoint_id
+                .as_deref()
+                .and_then(|id| id.parse::<EndpointId>().ok())
+            {
+                Some(id) => match ctx
+                    .store
+                    .get_endpoint_secret(&we.namespace().unwrap_or_default(), id)
+                    .await
+                {
+                    Ok(s) => Some(s),
+                    Err(crate::error::Error::NotFound(_)) => None,
+                    Err(e) => return Err(e.into()),
+                },
+                None => None,
+            };
+            let restored = current.is_some();
+            let secret = current.unwrap_or_else(signing::Secret::generate);
+            secrets
+                .create(&post_params(), &signing_secret_object(we, &name, &secret)?)
+                .await?;
+            let note = if restored {
+                format!("recreated Secret {name} with the endpoint's current signing secret")
+            } else {
+                format!("generated a signing secret into Secret {name}")
+            };
+            ctx.publish(
+                &we.object_ref(&()),
+                EventType::Normal,
+                "SigningSecretCreated",
+                "CreateSecret",
+                &note,
+            )
+            .await;
+            Ok(Ok(Signing {
+                secret,
+                secret_name: name,
+            }))
+        }
+    }
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        dry_run: false,
+        field_manager: Some(FIELD_MANAGER.into()),
+    }
+}
+
+fn signing_secret_object(
+    we: &WebhookEndpoint,
+    name: &str,
+    secret: &signing::Secret,
+) -> Result<KubeSecret, Error> {
+    let mut owner = we
+        .controller_owner_ref(&())
+        .ok_or(Error::Incomplete("uid"))?;
+    owner.block_owner_deletion = Some(true);
+    Ok(KubeSecret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: we.namespace(),
+            owner_references: Some(vec![owner]),
+            labels: Some(BTreeMap::from([
+                (SIGNING_LABEL.to_string(), "true".to_string()),
+                (
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "hookit".to_string(),
+                ),
+            ])),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            DEFAULT_SECRET_KEY.to_string(),
+            ByteString(secret.expose().into_bytes()),
+        )])),
+        ..Default::default()
+    })
+}
