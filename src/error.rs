@@ -56,22 +56,30 @@ impl Error {
     }
 }
 
+/// Whether a database error means "cannot reach or use the database right now"
+/// (answered 503 with Retry-After) rather than a fault in the request or the code.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
+        sqlx::Error::Database(db) => matches!(
+            db.code().as_deref(),
+            Some("57P01" | "57P02" | "57P03" | "53300")
+        ),
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => Error::Unavailable(e),
-            sqlx::Error::Database(db) => match db.code().as_deref() {
-                // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
-                Some("57P01") | Some("57P02") | Some("57P03") | Some("53300") => {
-                    Error::Unavailable(e)
-                }
-                _ => Error::Db(e),
-            },
-            _ => Error::Db(e),
+        if is_unavailable(&e) {
+            Error::Unavailable(e)
+        } else {
+            Error::Db(e)
         }
     }
 }

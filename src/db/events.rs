@@ -134,46 +134,26 @@ impl Store {
         let now = Utc::now().trunc_subsecs(6);
         let body = envelope(&id, ev.event_type, now, ev.payload);
         let hash = request_hash(ev);
-        // One statement, so one implicit transaction: the idempotency record, the
-        // event and every delivery commit together or not at all.
-        //
-        // Concurrency: when two requests carry the same key, the second INSERT … ON
-        // CONFLICT DO NOTHING waits on the first one's uncommitted row. If the first
-        // commits, the second inserts nothing (so neither event nor deliveries) and
-        // replays below; if it aborts, the second proceeds as the first.
-        let (created, deliveries): (i64, i64) = sqlx::query_as(
-            "WITH idem AS (
-                INSERT INTO idempotency_keys (tenant, key, request_hash, event_id)
-                SELECT $1, $2, $3, $4 WHERE $2::text IS NOT NULL
-                ON CONFLICT DO NOTHING
-                RETURNING 1
-             ), ev AS (
-                INSERT INTO events (id, tenant, event_type, body, traceparent, created_at)
-                SELECT $4, $1, $5, $6, $7, $8 WHERE $2::text IS NULL OR EXISTS (SELECT 1 FROM idem)
-                RETURNING id
-             ), dl AS (
-                INSERT INTO deliveries (id, tenant, event_id, endpoint_id, next_attempt_at, created_at, updated_at)
-                SELECT hookit_uuid_v7(), $1, ev.id, e.id,
-                       -- Paused endpoints get held deliveries (no due time, nothing spent).
-                       CASE WHEN e.status = 'active' THEN $8 END, $8, $8
-                FROM ev JOIN endpoints e ON e.tenant = $1 AND e.deleted_at IS NULL AND e.status <> 'disabled'
-                WHERE CASE WHEN $9::uuid IS NULL THEN hookit_event_type_matches(e.event_types, $5) ELSE e.id = $9 END
-                RETURNING 1
-             )
-             SELECT (SELECT count(*) FROM ev), (SELECT count(*) FROM dl)",
-        )
-        .bind(tenant)
-        .bind(ev.idempotency_key)
-        .bind(&hash[..])
-        .bind(id.uuid())
-        .bind(ev.event_type)
-        .bind(&body)
-        .bind(ev.traceparent)
-        .bind(now)
-        .bind(ev.only_endpoint.map(|e| e.uuid()))
-        .fetch_one(&self.pool)
-        .await?;
-        if created == 1 {
+        let batcher = self
+            .batcher
+            .get_or_init(|| super::batcher::Batcher::start(self.pool.clone()));
+        // Written by the group-commit batcher: the idempotency record, the event and
+        // every delivery commit together or not at all (see db::batcher).
+        let (created, deliveries) = batcher
+            .submit(super::batcher::Job {
+                tenant: tenant.to_string(),
+                key: ev.idempotency_key.map(str::to_string),
+                hash: hash.to_vec(),
+                id: id.uuid(),
+                event_type: ev.event_type.to_string(),
+                body,
+                traceparent: ev.traceparent.map(str::to_string),
+                created_at: now,
+                only_endpoint: ev.only_endpoint.map(|e| e.uuid()),
+                reply: super::batcher::unset_reply(),
+            })
+            .await?;
+        if created {
             return Ok(Ingest {
                 event: IngestedEvent {
                     id,

@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use crate::domain::crypto::MasterKey;
 use crate::error::Result;
 
+mod batcher;
 pub mod deliveries;
 pub mod endpoints;
 pub mod events;
@@ -28,12 +29,18 @@ pub const MAX_PAGE: i64 = 1000;
 pub struct Store {
     pool: PgPool,
     key: MasterKey,
+    /// Ingestion's group-commit writers, started on first use.
+    batcher: std::sync::Arc<std::sync::OnceLock<batcher::Batcher>>,
 }
 
 impl Store {
     /// Wraps an existing pool.
     pub fn new(pool: PgPool, key: MasterKey) -> Self {
-        Self { pool, key }
+        Self {
+            pool,
+            key,
+            batcher: Default::default(),
+        }
     }
     /// The pool (for health checks and LISTEN).
     pub fn pool(&self) -> &PgPool {

@@ -1,17 +1,29 @@
 //! Per-endpoint admission inside one worker: an in-flight cap and an optional rate
 //! limit, so one slow or hanging receiver cannot take every slot of the process.
+//!
+//! A claimed delivery whose endpoint is at its cap waits here, in memory, for a
+//! slot (briefly: see [`MAX_WAIT`]) instead of going back to the queue, which would
+//! cost two writes. Once an endpoint has no free slot, the claim loop stops taking
+//! its rows (see [`Gates::saturated`]), so at most one claim batch ever waits.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
+
+/// Longest a claimed delivery waits for its endpoint's slot before it is handed
+/// back to the queue (a hanging receiver must not pin claimed rows for long).
+pub const MAX_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 struct State {
-    in_flight: usize,
+    slots: Arc<Semaphore>,
     cap: usize,
+    waiting: Arc<AtomicUsize>,
     window_start: Instant,
     in_window: u32,
 }
@@ -35,21 +47,7 @@ pub enum Admission {
 /// An in-flight slot of one endpoint; freed on drop.
 #[derive(Debug)]
 pub struct Slot {
-    inner: Arc<Mutex<HashMap<Uuid, State>>>,
-    endpoint: Uuid,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Ok(mut m) = self.inner.lock() {
-            if let Some(s) = m.get_mut(&self.endpoint) {
-                s.in_flight = s.in_flight.saturating_sub(1);
-                if s.in_flight == 0 && s.window_start.elapsed() > Duration::from_secs(60) {
-                    m.remove(&self.endpoint);
-                }
-            }
-        }
-    }
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Gates {
@@ -61,53 +59,68 @@ impl Gates {
         }
     }
 
-    /// Admits one delivery to `endpoint`, honouring its cap and rate limit.
-    pub fn admit(&self, endpoint: Uuid, cap: Option<i32>, rate_per_sec: Option<i32>) -> Admission {
-        let mut m = match self.inner.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        let cap = cap.map(|c| c.max(1) as usize).unwrap_or(self.default_cap);
-        let s = m.entry(endpoint).or_insert_with(|| State {
-            in_flight: 0,
-            cap,
-            window_start: Instant::now(),
-            in_window: 0,
-        });
-        s.cap = cap;
-        if s.in_flight >= cap {
-            return Admission::Later(Utc::now() + chrono::Duration::milliseconds(250));
-        }
-        if let Some(rate) = rate_per_sec {
-            let elapsed = s.window_start.elapsed();
-            if elapsed >= Duration::from_secs(1) {
-                s.window_start = Instant::now();
-                s.in_window = 0;
-            } else if s.in_window >= rate.max(1) as u32 {
-                let wait = Duration::from_secs(1) - elapsed;
-                return Admission::Later(
-                    Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
-                );
+    /// Admits one delivery to `endpoint`, honouring its cap and rate limit; waits
+    /// up to [`MAX_WAIT`] for a slot.
+    pub async fn admit(
+        &self,
+        endpoint: Uuid,
+        cap: Option<i32>,
+        rate_per_sec: Option<i32>,
+    ) -> Admission {
+        let (slots, waiting) = {
+            let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let cap = cap.map(|c| c.max(1) as usize).unwrap_or(self.default_cap);
+            let s = m.entry(endpoint).or_insert_with(|| State {
+                slots: Arc::new(Semaphore::new(cap)),
+                cap,
+                waiting: Arc::default(),
+                window_start: Instant::now(),
+                in_window: 0,
+            });
+            if s.cap != cap {
+                // The endpoint's cap changed: adjust the permits (the running ones
+                // drain naturally).
+                if cap > s.cap {
+                    s.slots.add_permits(cap - s.cap);
+                } else {
+                    s.slots.forget_permits(s.cap - cap);
+                }
+                s.cap = cap;
             }
-            s.in_window += 1;
+            if let Some(rate) = rate_per_sec {
+                let elapsed = s.window_start.elapsed();
+                if elapsed >= Duration::from_secs(1) {
+                    s.window_start = Instant::now();
+                    s.in_window = 0;
+                } else if s.in_window >= rate.max(1) as u32 {
+                    let wait = Duration::from_secs(1) - elapsed;
+                    return Admission::Later(
+                        Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+                    );
+                }
+                s.in_window += 1;
+            }
+            (s.slots.clone(), s.waiting.clone())
+        };
+        if let Ok(p) = slots.clone().try_acquire_owned() {
+            return Admission::Go(Slot { _permit: p });
         }
-        s.in_flight += 1;
-        Admission::Go(Slot {
-            inner: self.inner.clone(),
-            endpoint,
-        })
+        waiting.fetch_add(1, Ordering::Relaxed);
+        let got = tokio::time::timeout(MAX_WAIT, slots.acquire_owned()).await;
+        waiting.fetch_sub(1, Ordering::Relaxed);
+        match got {
+            Ok(Ok(p)) => Admission::Go(Slot { _permit: p }),
+            _ => Admission::Later(Utc::now() + chrono::Duration::seconds(1)),
+        }
     }
 
-    /// Endpoints at their in-flight cap: the next claim skips their rows.
+    /// Endpoints with no free slot: the next claim skips their rows.
     pub fn saturated(&self) -> Vec<Uuid> {
-        match self.inner.lock() {
-            Ok(m) => m
-                .iter()
-                .filter(|(_, s)| s.in_flight >= s.cap)
-                .map(|(k, _)| *k)
-                .collect(),
-            Err(_) => Vec::new(),
-        }
+        let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.iter()
+            .filter(|(_, s)| s.slots.available_permits() == 0)
+            .map(|(k, _)| *k)
+            .collect()
     }
 }
 
@@ -115,22 +128,33 @@ impl Gates {
 mod tests {
     use super::*;
 
-    #[test]
-    fn cap_and_rate_limit() {
+    #[tokio::test]
+    async fn cap_waits_then_gives_back_and_rate_limits() {
         let g = Gates::new(2);
         let ep = Uuid::new_v4();
-        let a = g.admit(ep, None, None);
-        let b = g.admit(ep, None, None);
+        let a = g.admit(ep, None, None).await;
+        let b = g.admit(ep, None, None).await;
         assert!(matches!(a, Admission::Go(_)) && matches!(b, Admission::Go(_)));
-        assert!(matches!(g.admit(ep, None, None), Admission::Later(_)));
         assert_eq!(g.saturated(), vec![ep]);
+        // A third waits for a slot and gets it when one frees.
+        let g2 = g.clone();
+        let third = tokio::spawn(async move { g2.admit(ep, None, None).await });
+        tokio::task::yield_now().await;
         drop(a);
-        assert!(g.saturated().is_empty());
+        assert!(matches!(third.await.unwrap(), Admission::Go(_)));
+        // With every slot held, the wait is bounded and ends in "later".
+        tokio::time::pause();
+        let later = g.admit(ep, None, None).await;
+        assert!(matches!(later, Admission::Later(_)));
+        tokio::time::resume();
         let other = Uuid::new_v4();
-        let slots: Vec<_> = (0..3).map(|_| g.admit(other, Some(10), Some(3))).collect();
+        let mut slots = Vec::new();
+        for _ in 0..3 {
+            slots.push(g.admit(other, Some(10), Some(3)).await);
+        }
         assert!(slots.iter().all(|s| matches!(s, Admission::Go(_))));
         assert!(matches!(
-            g.admit(other, Some(10), Some(3)),
+            g.admit(other, Some(10), Some(3)).await,
             Admission::Later(_)
         ));
     }

@@ -260,6 +260,7 @@ impl Worker {
         let slot = match self
             .gates
             .admit(d.endpoint_id, d.max_in_flight, d.rate_limit)
+            .await
         {
             Admission::Go(slot) => slot,
             Admission::Later(at) => {

@@ -1,0 +1,197 @@
+//! Group commit for ingestion. Concurrent `POST /v1/events` requests are gathered
+//! into one multi-row statement (and so one transaction and one WAL flush): a few
+//! writer tasks each take whatever requests have queued up while the previous
+//! statement ran. An idle API still answers a lone request with a single statement,
+//! and under load the batch grows by itself, with no timer adding latency.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot, Mutex};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// Most events in one statement.
+const MAX_BATCH: usize = 256;
+/// Statements in flight at once (so one slow commit does not stall the queue).
+const WRITERS: usize = 3;
+
+/// One event waiting to be written.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub tenant: String,
+    pub key: Option<String>,
+    pub hash: Vec<u8>,
+    pub id: Uuid,
+    pub event_type: String,
+    pub body: String,
+    pub traceparent: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub only_endpoint: Option<Uuid>,
+    /// Created (false: its idempotency key existed) and deliveries fanned out.
+    pub reply: oneshot::Sender<Result<(bool, i64)>>,
+}
+
+/// The queue in front of the writers.
+#[derive(Debug, Clone)]
+pub(crate) struct Batcher {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Batcher {
+    /// Starts the writers on the current runtime.
+    pub(crate) fn start(pool: sqlx::PgPool) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>(MAX_BATCH * WRITERS * 4);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..WRITERS {
+            let (rx, pool) = (rx.clone(), pool.clone());
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(MAX_BATCH);
+                loop {
+                    {
+                        let mut rx = rx.lock().await;
+                        match rx.recv().await {
+                            Some(j) => batch.push(j),
+                            None => return,
+                        }
+                        while batch.len() < MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(j) => batch.push(j),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    write(&pool, &mut batch).await;
+                }
+            });
+        }
+        Self { tx }
+    }
+
+    /// Queues one event and waits for its statement to commit.
+    pub(crate) async fn submit(&self, mut job: Job) -> Result<(bool, i64)> {
+        let (reply, rx) = oneshot::channel();
+        job.reply = reply;
+        self.tx
+            .send(job)
+            .await
+            .map_err(|_| Error::Unavailable(sqlx::Error::PoolClosed))?;
+        rx.await
+            .map_err(|_| Error::Unavailable(sqlx::Error::PoolClosed))?
+    }
+}
+
+/// A placeholder reply channel, replaced by `submit`.
+pub(crate) fn unset_reply() -> oneshot::Sender<Result<(bool, i64)>> {
+    oneshot::channel().0
+}
+
+async fn write(pool: &sqlx::PgPool, batch: &mut Vec<Job>) {
+    metrics::histogram!("hookit_ingest_batch_size").record(batch.len() as f64);
+    let n = batch.len();
+    let (
+        mut tenants,
+        mut keys,
+        mut hashes,
+        mut ids,
+        mut types,
+        mut bodies,
+        mut tps,
+        mut ats,
+        mut only,
+    ) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for j in batch.iter() {
+        tenants.push(j.tenant.as_str());
+        keys.push(j.key.as_deref());
+        hashes.push(j.hash.as_slice());
+        ids.push(j.id);
+        types.push(j.event_type.as_str());
+        bodies.push(j.body.as_str());
+        tps.push(j.traceparent.as_deref());
+        ats.push(j.created_at);
+        only.push(j.only_endpoint);
+    }
+    // One statement: every idempotency record, event and delivery of the batch
+    // commit together. A repeated key (earlier, concurrently, or twice in this very
+    // batch) inserts no idempotency row, hence no event and no deliveries; the
+    // caller then replays the stored answer.
+    let result: std::result::Result<Vec<(Uuid, bool, i64)>, sqlx::Error> = sqlx::query_as(
+        "WITH input AS (
+            SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::uuid[], $5::text[], $6::text[], $7::text[],
+                                 $8::timestamptz[], $9::uuid[])
+              AS u(tenant, key, hash, id, event_type, body, traceparent, created_at, only_ep)
+         ), idem AS (
+            INSERT INTO idempotency_keys (tenant, key, request_hash, event_id)
+            SELECT tenant, key, hash, id FROM input WHERE key IS NOT NULL
+            ON CONFLICT DO NOTHING
+            RETURNING event_id
+         ), ev AS (
+            INSERT INTO events (id, tenant, event_type, body, traceparent, created_at)
+            SELECT i.id, i.tenant, i.event_type, i.body, i.traceparent, i.created_at FROM input i
+            WHERE i.key IS NULL OR i.id IN (SELECT event_id FROM idem)
+            RETURNING id, tenant, event_type, created_at
+         ), dl AS (
+            INSERT INTO deliveries (id, tenant, event_id, endpoint_id, next_attempt_at, created_at, updated_at)
+            SELECT hookit_uuid_v7(), ev.tenant, ev.id, e.id,
+                   -- Paused endpoints get held deliveries (no due time, nothing spent).
+                   CASE WHEN e.status = 'active' THEN ev.created_at END, ev.created_at, ev.created_at
+            FROM ev JOIN input i ON i.id = ev.id
+            JOIN endpoints e ON e.tenant = ev.tenant AND e.deleted_at IS NULL AND e.status <> 'disabled'
+            WHERE CASE WHEN i.only_ep IS NULL THEN hookit_event_type_matches(e.event_types, ev.event_type) ELSE e.id = i.only_ep END
+            RETURNING event_id
+         )
+         SELECT i.id, ev.id IS NOT NULL, coalesce(c.n, 0)
+         FROM input i
+         LEFT JOIN ev ON ev.id = i.id
+         LEFT JOIN (SELECT event_id, count(*) AS n FROM dl GROUP BY 1) c ON c.event_id = i.id",
+    )
+    .bind(&tenants)
+    .bind(&keys)
+    .bind(&hashes)
+    .bind(&ids)
+    .bind(&types)
+    .bind(&bodies)
+    .bind(&tps)
+    .bind(&ats)
+    .bind(&only)
+    .fetch_all(pool)
+    .await;
+    match result {
+        Ok(rows) => {
+            let by_id: std::collections::HashMap<Uuid, (bool, i64)> =
+                rows.into_iter().map(|(id, c, n)| (id, (c, n))).collect();
+            for j in batch.drain(..) {
+                let r = by_id
+                    .get(&j.id)
+                    .copied()
+                    .ok_or(Error::Db(sqlx::Error::RowNotFound));
+                let _ = j.reply.send(r);
+            }
+        }
+        Err(e) => {
+            // Nothing of the batch was committed; every request gets the error
+            // (503 when the database is unreachable), so no 2xx without a commit.
+            let unavailable = crate::error::is_unavailable(&e);
+            tracing::warn!(error = %e, events = batch.len(), "ingestion batch failed");
+            for j in batch.drain(..) {
+                let copy = sqlx::Error::Protocol(format!("ingestion batch failed: {e}"));
+                let _ = j.reply.send(Err(if unavailable {
+                    Error::Unavailable(copy)
+                } else {
+                    Error::Db(copy)
+                }));
+            }
+        }
+    }
+}
