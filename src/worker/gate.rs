@@ -141,12 +141,14 @@ mod tests {
         let third = tokio::spawn(async move { g2.admit(ep, None, None).await });
         tokio::task::yield_now().await;
         drop(a);
-        assert!(matches!(third.await.unwrap(), Admission::Go(_)));
+        let third = third.await.unwrap();
+        assert!(matches!(third, Admission::Go(_)));
         // With every slot held, the wait is bounded and ends in "later".
         tokio::time::pause();
         let later = g.admit(ep, None, None).await;
         assert!(matches!(later, Admission::Later(_)));
         tokio::time::resume();
+        drop((b, third));
         let other = Uuid::new_v4();
         let mut slots = Vec::new();
         for _ in 0..3 {
