@@ -1,0 +1,130 @@
+//! `hookit demo`: standalone mode plus a built-in receiver you can take down from
+//! the dashboard, and a generator of live `price.updated` events.
+//!
+//! The pieces:
+//! - [`receiver`]: a small HTTP server on loopback that verifies signatures and
+//!   answers `up` (200), `errors` (500) or `timeouts` (never), as switched through
+//!   `/v1/demo/receiver`;
+//! - [`setup`]: the `demo` tenant's endpoint pointing at that receiver (reused
+//!   across runs), a fresh API key, and the banner that prints both;
+//! - [`generator`]: a random walk of a few tickers, ingested every second.
+
+pub mod generator;
+pub mod receiver;
+pub mod setup;
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::anyhow;
+use ipnet::IpNet;
+use tokio_util::sync::CancellationToken;
+use tracing::error;
+
+use crate::api::DemoControl;
+use crate::config::Config;
+use crate::domain::retry::RetryPolicy;
+use crate::roles;
+use receiver::Receiver;
+
+/// The tenant the demo's endpoint, key and events belong to.
+pub const TENANT: &str = "demo";
+
+/// Default retry policy of the demo when none was configured: a failing delivery
+/// is retried after about 1 s, 2 s and 4 s and is dead within seconds.
+pub const DEMO_RETRY: RetryPolicy = RetryPolicy {
+    base: Duration::from_secs(1),
+    cap: Duration::from_secs(8),
+    max_attempts: 4,
+};
+
+/// Adapts the configuration to the demo: loopback targets are allowed (the receiver
+/// lives there), and retries are short unless they were configured.
+pub fn demo_config(mut cfg: Config) -> Config {
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    if !cfg
+        .allow_private_targets
+        .iter()
+        .any(|n| n.contains(&loopback))
+    {
+        cfg.allow_private_targets.push(IpNet::from(loopback));
+    }
+    if cfg.retry == RetryPolicy::default() {
+        cfg.retry = DEMO_RETRY;
+    }
+    cfg
+}
+
+/// Runs the demo until `shutdown`.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let cfg = demo_config(cfg);
+    let receiver = Receiver::new(shutdown.clone());
+    let (receiver_url, receiver_task) = receiver.clone().serve().await?;
+    // Bound here (not inside standalone) so the banner can name the real port,
+    // also when HOOKIT_LISTEN asks for port 0.
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| anyhow!("cannot listen on {} (HOOKIT_LISTEN): {e}", cfg.listen))?;
+    let api_addr = listener.local_addr()?;
+
+    // The setup runs once the database is up (inside standalone); a failure
+    // stops the demo and becomes its exit error.
+    let failed: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
+    let failure = failed.clone();
+    let stop = shutdown.clone();
+    let result = roles::standalone_with(cfg, shutdown.clone(), Some(listener), move |state| {
+        state.demo = Some(receiver.clone() as Arc<dyn DemoControl>);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let demo = match setup::prepare(&state, &receiver, &receiver_url, api_addr).await {
+                Ok(demo) => demo,
+                Err(e) => {
+                    error!(error = format!("{e:#}"), "demo setup failed; stopping");
+                    *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    stop.cancel();
+                    return;
+                }
+            };
+            setup::print_banner(&demo);
+            tokio::spawn(setup::refresh_secret(
+                state.store.clone(),
+                demo.endpoint.id,
+                receiver.clone(),
+                stop.clone(),
+            ));
+            generator::run(state.store.clone(), state.work.clone(), stop).await;
+        });
+    })
+    .await;
+    shutdown.cancel();
+    let _ = receiver_task.await;
+    result?;
+    let setup_error = failed.lock().unwrap_or_else(|p| p.into_inner()).take();
+    setup_error.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_config_allows_loopback_and_shortens_default_retries() {
+        let c = demo_config(Config::default());
+        assert!(c.ssrf_policy().check_ip(Ipv4Addr::LOCALHOST.into()).is_ok());
+        assert_eq!(c.retry, DEMO_RETRY);
+        assert_eq!(c.allow_private_targets.len(), 1);
+        // An explicit setting is kept, and loopback is not added twice.
+        let custom = Config {
+            retry: RetryPolicy {
+                max_attempts: 9,
+                ..RetryPolicy::default()
+            },
+            allow_private_targets: vec!["127.0.0.0/8".parse().unwrap()],
+            ..Config::default()
+        };
+        let c = demo_config(custom);
+        assert_eq!(c.retry.max_attempts, 9);
+        assert_eq!(c.allow_private_targets.len(), 1);
+    }
+}
