@@ -10,7 +10,14 @@ const PAGE_SIZE = 50;
 const LIST_POLL_MS = 2000;
 const ENDPOINTS_POLL_MS = 10000;
 const CHART_POLL_MS = 30000;
-const CHART_MINUTES = 180;
+const CHART_RANGES = [
+  { minutes: 15, label: '15 min', long: '15 minutes' },
+  { minutes: 60, label: '1 h', long: 'hour' },
+  { minutes: 180, label: '3 h', long: '3 hours' },
+  { minutes: 1440, label: '24 h', long: '24 hours' },
+];
+const CHART_DEFAULT_MINUTES = 60;
+const CHART_RANGE_STORAGE = 'hookit.chartMinutes';
 const DELIVERY_STATUSES = ['pending', 'in_flight', 'succeeded', 'dead'];
 const DEMO_MODES = ['up', 'errors', 'timeouts'];
 
@@ -131,6 +138,8 @@ function fmtNum(n) { return n === null || n === undefined ? '—' : numberFmt.fo
 
 function fmtMs(ms) {
   if (ms === null || ms === undefined || Number.isNaN(ms)) return '—';
+  // Attempt durations are whole milliseconds: 0 means under one.
+  if (ms < 1) return '<1 ms';
   if (ms < 1000) return `${Math.round(ms)} ms`;
   if (ms < 60000) return `${(ms / 1000).toFixed(ms < 10000 ? 2 : 1)} s`;
   return `${(ms / 60000).toFixed(1)} min`;
@@ -743,8 +752,18 @@ function fmtClock(t) {
   return new Date(t).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
 }
 
+/** Minutes between x-axis ticks: the smallest clock-friendly step that fits. */
+function tickMinutes(spanMinutes, maxTicks) {
+  const steps = [1, 2, 5, 10, 15, 30, 60, 120, 180, 240, 360, 720];
+  return steps.find((m) => spanMinutes / m <= maxTicks) || 1440;
+}
+
+function chartRange(minutes) {
+  return CHART_RANGES.find((r) => r.minutes === minutes) || CHART_RANGES.find((r) => r.minutes === CHART_DEFAULT_MINUTES);
+}
+
 /** Line chart of delivered / failed / dead per minute. Re-rendered on data or size change. */
-function renderTimeseries(container, buckets) {
+function renderTimeseries(container, buckets, range) {
   const data = (buckets || []).map((b) => ({
     t: parseTime(b.minute), delivered: b.delivered || 0, failed: b.failed || 0, dead: b.dead || 0,
   })).filter((b) => b.t !== null);
@@ -759,7 +778,7 @@ function renderTimeseries(container, buckets) {
   const step = niceStep(peak, 4);
   const yMax = Math.max(step, Math.ceil(peak / step) * step);
   const n = data.length;
-  const t0 = n ? data[0].t : Date.now() - CHART_MINUTES * 60000;
+  const t0 = n ? data[0].t : Date.now() - range.minutes * 60000;
   const t1 = n ? data[n - 1].t : Date.now();
   const span = Math.max(60000, t1 - t0);
   const x = (t) => m.l + ((t - t0) / span) * iw;
@@ -781,8 +800,8 @@ function renderTimeseries(container, buckets) {
   }
   const xAxis = s('g', { class: 'axis axis--x' });
   xAxis.append(s('line', { class: 'domain', x1: m.l, x2: W - m.r, y1: m.t + ih + 0.5, y2: m.t + ih + 0.5 }));
-  // Tick every 30 minutes on the clock (every 60 when narrow).
-  const every = (iw < 520 ? 60 : 30) * 60000;
+  // Ticks on round clock times, at least ~90 px apart.
+  const every = tickMinutes(span / 60000, Math.max(2, Math.floor(iw / 90))) * 60000;
   for (let t = Math.ceil(t0 / every) * every; t <= t1; t += every) {
     const xx = x(t);
     xAxis.append(s('line', { class: 'domain', x1: xx, x2: xx, y1: m.t + ih, y2: m.t + ih + 4 }));
@@ -790,11 +809,17 @@ function renderTimeseries(container, buckets) {
   }
   svg.append(grid, yAxis, xAxis);
 
+  // The newest bucket is usually the minute in progress: its segment is dashed, so
+  // a minute still filling up does not read as a sudden drop.
+  const inProgress = n > 1 && data[n - 1].t + 60000 > Date.now();
   if (n) {
-    const pts = (key) => data.map((b) => `${x(b.t).toFixed(1)},${y(b[key]).toFixed(1)}`).join(' ');
-    svg.append(s('polygon', { class: 'area--delivered', points: `${x(t0)},${y(0)} ${pts('delivered')} ${x(t1)},${y(0)}` }));
+    const done = inProgress ? data.slice(0, n - 1) : data;
+    const pts = (rows, key) => rows.map((b) => `${x(b.t).toFixed(1)},${y(b[key]).toFixed(1)}`).join(' ');
+    const tEnd = done[done.length - 1].t;
+    svg.append(s('polygon', { class: 'area--delivered', points: `${x(t0)},${y(0)} ${pts(done, 'delivered')} ${x(tEnd)},${y(0)}` }));
     for (const { key } of SERIES.slice().reverse()) {
-      svg.append(s('polyline', { class: `series series--${key}`, points: pts(key) }));
+      svg.append(s('polyline', { class: `series series--${key}`, points: pts(done, key) }));
+      if (inProgress) svg.append(s('polyline', { class: `series series--${key} series--partial`, points: pts(data.slice(n - 2), key) }));
     }
   }
 
@@ -815,7 +840,7 @@ function renderTimeseries(container, buckets) {
       guide.setAttribute('x1', gx);
       guide.setAttribute('x2', gx);
       guide.setAttribute('visibility', 'visible');
-      tip.textContent = `${fmtClock(b.t)} · ${b.delivered} delivered · ${b.failed} failed · ${b.dead} dead`;
+      tip.textContent = `${fmtClock(b.t)}${inProgress && best === n - 1 ? ' (so far)' : ''} · ${b.delivered} delivered · ${b.failed} failed · ${b.dead} dead`;
       tip.hidden = false;
       tip.style.left = `${(gx / W) * rect.width}px`;
       tip.style.top = `${(m.t / H) * rect.height}px`;
@@ -828,7 +853,7 @@ function renderTimeseries(container, buckets) {
       h('span', { class: `legend__swatch legend__swatch--${key}` }), label, ' ', h('strong', null, fmtNum(totals[key])))));
 
   const table = h('table', { 'data-testid': 'activity-table' },
-    h('caption', null, 'Deliveries per minute, last 3 hours'),
+    h('caption', null, `Deliveries per minute, last ${range.long}`),
     h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'Minute'), SERIES.map(({ label }) => h('th', { scope: 'col' }, label)))),
     h('tbody', null, data.map((b) => h('tr', null,
       h('th', { scope: 'row' }, fmtClock(b.t)), SERIES.map(({ key }) => h('td', null, String(b[key])))))));
@@ -836,17 +861,32 @@ function renderTimeseries(container, buckets) {
   container.replaceChildren(legend, h('div', { class: 'chart' }, svg, tip), h('div', { class: 'visually-hidden' }, table));
 }
 
+function loadChartMinutes() {
+  let stored = null;
+  try { stored = Number(sessionStorage.getItem(CHART_RANGE_STORAGE)); } catch { stored = null; }
+  return chartRange(stored).minutes;
+}
+
 function activityCard(ctx) {
+  let range = chartRange(loadChartMinutes());
   const body = h('div', { class: 'card__body', 'data-testid': 'activity-chart' }, h('p', { class: 'muted' }, 'Loading activity…'));
+  const sub = h('span', { class: 'card__sub' }, `per minute, last ${range.long}`);
+  const rangeButtons = CHART_RANGES.map((r) => h('button', {
+    type: 'button', class: 'segmented__btn', 'data-minutes': r.minutes, 'data-testid': `activity-range-${r.minutes}`,
+    'aria-pressed': String(r.minutes === range.minutes), title: `Last ${r.long}`,
+  }, r.label));
   const card = h('section', { class: 'card', 'aria-labelledby': 'activity-title' },
     h('div', { class: 'card__head' },
-      h('h2', { id: 'activity-title' }, 'Activity ', h('span', { class: 'card__sub' }, 'per minute, last 3 hours'))),
+      h('h2', { id: 'activity-title' }, 'Activity ', sub),
+      h('div', { class: 'segmented segmented--sm', role: 'group', 'aria-label': 'Time range' }, rangeButtons)),
     body);
   let buckets = null;
-  const draw = () => { if (buckets) renderTimeseries(body, buckets); };
-  ctx.poll(async () => {
+  const draw = () => { if (buckets) renderTimeseries(body, buckets, range); };
+  const poller = ctx.poll(async () => {
+    const want = range;
     try {
-      const res = await api(`/v1/stats/timeseries${qs({ minutes: CHART_MINUTES })}`, { signal: ctx.signal });
+      const res = await api(`/v1/stats/timeseries${qs({ minutes: want.minutes })}`, { signal: ctx.signal });
+      if (want !== range) return; // the range changed meanwhile; its own fetch follows
       buckets = (res && res.buckets) || [];
       draw();
     } catch (e) {
@@ -854,7 +894,19 @@ function activityCard(ctx) {
       if (!buckets) body.replaceChildren(problemBox(e));
       throw e;
     }
-  }, CHART_POLL_MS).now();
+  }, CHART_POLL_MS);
+  for (const btn of rangeButtons) {
+    btn.addEventListener('click', () => {
+      const next = chartRange(Number(btn.dataset.minutes));
+      if (next === range) return;
+      range = next;
+      try { sessionStorage.setItem(CHART_RANGE_STORAGE, String(range.minutes)); } catch { /* keep in memory */ }
+      for (const b of rangeButtons) b.setAttribute('aria-pressed', String(b === btn));
+      sub.textContent = `per minute, last ${range.long}`;
+      poller.now();
+    });
+  }
+  poller.now();
   let lastWidth = 0;
   const ro = new ResizeObserver(() => {
     const w = body.clientWidth;

@@ -31,7 +31,7 @@ const CHROMIUM_ARGS = [
 // Bounded waits (milliseconds).
 const T_UI = 15_000; // the page reacting to a click
 const T_LOAD = 30_000; // first data from the API
-const T_DELIVERY = 90_000; // retries / redelivery in demo mode (~200 ms base, 3 attempts)
+const T_DELIVERY = 90_000; // retries / redelivery in demo mode (4 attempts, ~1 s, 2 s, 4 s apart: dead in under 10 s)
 
 const sel = {
   signinForm: '[data-testid="signin-form"]',
@@ -129,6 +129,10 @@ test('dashboard: sign in, dead letters in demo "errors" mode, redrive after "up"
 
     await step('endpoints screenshot', async () => {
       await page.waitForSelector(sel.chartSvg, { state: 'attached', timeout: T_LOAD });
+      // The chart's time range: 15 minutes shows the demo's first minutes best.
+      await page.click('[data-testid="activity-range-15"]');
+      await page.waitForSelector('[data-testid="activity-range-15"][aria-pressed="true"]', { timeout: T_UI });
+      await page.waitForFunction(() => /last 15 minutes/.test(document.querySelector('[data-testid="activity-table"] caption')?.textContent || ''), null, { timeout: T_LOAD });
       await demoRow.locator('[data-testid="endpoint-sparkline"]').waitFor({ state: 'attached' });
       await shot('dashboard-endpoints.png');
     });
