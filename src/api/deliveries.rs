@@ -1,13 +1,13 @@
 //! `/v1/deliveries` and `/v1/dead-letters`: inspect deliveries with their attempt
 //! logs, and redrive one or all matching dead letters.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::extract::{ApiJson, Tenant};
+use super::extract::{ApiJson, ApiQuery, Tenant};
 use super::problem::Problem;
 use super::{AppState, Page};
 use crate::db::deliveries::{Delivery, DeliveryDetail, DeliveryFilter, RedriveFilter};
@@ -33,12 +33,13 @@ pub struct Redriven {
 }
 
 #[utoipa::path(get, path = "/v1/deliveries", tag = "deliveries", params(DeliveryFilter),
-    responses((status = 200, body = Page<Delivery>), (status = 401, body = Problem), (status = 422, body = Problem)),
+    responses((status = 200, body = Page<Delivery>), (status = 400, body = Problem), (status = 401, body = Problem),
+              (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn list(
     State(s): State<AppState>,
     Tenant(t): Tenant,
-    Query(f): Query<DeliveryFilter>,
+    ApiQuery(f): ApiQuery<DeliveryFilter>,
 ) -> Result<Json<Page<Delivery>>, Problem> {
     let limit = crate::db::page_limit(f.limit);
     let data = s.store.list_deliveries(&t, &f).await?;

@@ -1,7 +1,7 @@
 //! `/v1/endpoints`: register, inspect, change, pause and delete endpoints, and
 //! reveal or rotate their signing secrets.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use utoipa::{IntoParams, ToSchema};
 
 use super::events::EventAccepted;
-use super::extract::{ApiJson, Tenant};
+use super::extract::{ApiJson, ApiQuery, Tenant};
 use super::problem::Problem;
 use super::{AppState, Page};
 use crate::db::endpoints::{check_target, Endpoint, EndpointPatch, EndpointSpec};
@@ -79,12 +79,13 @@ async fn create(
 }
 
 #[utoipa::path(get, path = "/v1/endpoints", tag = "endpoints", params(PageParams),
-    responses((status = 200, body = Page<Endpoint>), (status = 401, body = Problem), (status = 422, body = Problem)),
+    responses((status = 200, body = Page<Endpoint>), (status = 400, body = Problem), (status = 401, body = Problem),
+              (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn list(
     State(s): State<AppState>,
     Tenant(t): Tenant,
-    Query(p): Query<PageParams>,
+    ApiQuery(p): ApiQuery<PageParams>,
 ) -> Result<Json<Page<Endpoint>>, Problem> {
     let cursor = p
         .cursor

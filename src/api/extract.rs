@@ -71,6 +71,27 @@ impl FromRequestParts<AppState> for Tenant {
     }
 }
 
+/// Query parameters, answering a 400 problem instead of axum's plain-text rejection
+/// when they do not parse (a number that is not one, an id of the wrong kind).
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| ApiQuery(q.0))
+            .map_err(|rej| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid-query",
+                    "The query string is invalid",
+                    rej.body_text(),
+                )
+            })
+    }
+}
+
 /// A JSON body, limited in size (by the router's body limit) and nesting depth.
 pub struct ApiJson<T>(pub T);
 

@@ -18,7 +18,8 @@ use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
@@ -31,6 +32,7 @@ use crate::config::Config;
 use crate::db::Store;
 use crate::domain::ssrf::SsrfPolicy;
 use extract::KeyCache;
+use problem::Problem;
 
 /// Everything handlers share.
 #[derive(Clone)]
@@ -107,8 +109,45 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(dashboard::router())
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(limit_head))
         .layer(axum::middleware::from_fn(observe))
         .with_state(state)
+}
+
+/// Longest accepted request target (path and query), in bytes.
+pub const MAX_URI_LEN: usize = 8 * 1024;
+/// Largest accepted total of request header names and values, in bytes.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// Refuses oversized request heads with a problem before any extractor reads them.
+/// hyper alone accepts heads of up to ~400 KiB, which every handler would then carry
+/// (and an `Idempotency-Key` or `traceparent` would be parsed from).
+async fn limit_head(req: Request, next: Next) -> Response {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target > MAX_URI_LEN {
+        return Problem::new(
+            StatusCode::URI_TOO_LONG,
+            "uri-too-long",
+            "URI too long",
+            format!("the request target may be at most {MAX_URI_LEN} bytes"),
+        )
+        .into_response();
+    }
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if headers > MAX_HEADER_BYTES {
+        return Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers-too-large",
+            "Request header fields too large",
+            format!("the request headers may total at most {MAX_HEADER_BYTES} bytes"),
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// Counts requests by route and status, and logs them without bodies or keys.

@@ -4,6 +4,7 @@
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::RefOr;
 use utoipa::{Modify, OpenApi};
 
 use super::AppState;
@@ -17,6 +18,45 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Errors are RFC 9457 problems, served as `application/problem+json`; utoipa
+/// documents every body as `application/json`, so move the `Problem` ones.
+struct ProblemContentType;
+
+impl Modify for ProblemContentType {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        for item in api.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in operations.into_iter().flatten() {
+                for response in op.responses.responses.values_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    let is_problem = response
+                        .content
+                        .get("application/json")
+                        .and_then(|c| c.schema.as_ref())
+                        .is_some_and(
+                            |s| matches!(s, RefOr::Ref(r) if r.ref_location.ends_with("/Problem")),
+                        );
+                    if is_problem {
+                        if let Some(c) = response.content.shift_remove("application/json") {
+                            response
+                                .content
+                                .insert("application/problem+json".into(), c);
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -34,7 +74,7 @@ impl Modify for BearerAuth {
         super::demo::show, super::demo::set,
         super::health::healthz, super::health::readyz, super::health::metrics_text,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ProblemContentType),
 )]
 pub struct ApiDoc;
 

@@ -120,7 +120,12 @@ impl From<Error> for Problem {
             ),
             Error::Unavailable(source) => {
                 tracing::warn!(error = %source, "database unavailable");
-                Problem::unavailable("the database is unavailable; nothing was stored. Retry later.")
+                // Not "nothing was stored": a commit whose answer was lost with the
+                // connection may have gone through. A 2xx always means committed.
+                Problem::unavailable(
+                    "the database is unavailable, so the request may not have been stored; retry later \
+                     (with the same Idempotency-Key, a retry cannot create a duplicate)",
+                )
             }
             Error::Db(source) => {
                 tracing::error!(error = %source, "database error");

@@ -1,12 +1,12 @@
 //! `/v1/stats`: the dashboard's aggregates.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::Tenant;
+use super::extract::{ApiQuery, Tenant};
 use super::problem::Problem;
 use super::AppState;
 use crate::db::stats::{Bucket, EndpointStats};
@@ -51,11 +51,12 @@ async fn endpoints(
 }
 
 #[utoipa::path(get, path = "/v1/stats/timeseries", tag = "stats", params(Window),
-    responses((status = 200, body = Timeseries), (status = 401, body = Problem)), security(("bearer" = [])))]
+    responses((status = 200, body = Timeseries), (status = 400, body = Problem), (status = 401, body = Problem)),
+    security(("bearer" = [])))]
 async fn timeseries(
     State(s): State<AppState>,
     Tenant(t): Tenant,
-    Query(w): Query<Window>,
+    ApiQuery(w): ApiQuery<Window>,
 ) -> Result<Json<Timeseries>, Problem> {
     Ok(Json(Timeseries {
         buckets: s.store.timeseries(&t, w.minutes.unwrap_or(180)).await?,

@@ -5,5 +5,6 @@ mod cli;
 mod common;
 mod delivery;
 mod idempotency;
+mod resilience;
 mod ssrf;
 mod workers;
