@@ -126,6 +126,7 @@ pub async fn run_with(cfg: &Config, deps: Deps, shutdown: CancellationToken) -> 
         resync: cfg.controller_resync,
         namespace: cfg.watch_namespace.clone(),
         failures: Mutex::new(HashMap::new()),
+        applied: Mutex::new(HashMap::new()),
     });
     leader::lead(deps.client, &lease, shutdown, move |stop| {
         run_controllers(ctx.clone(), stop)
@@ -156,6 +157,8 @@ pub(crate) struct Context {
     namespace: Option<String>,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// What was last written per WebhookEndpoint UID (while this replica leads).
+    applied: Mutex<HashMap<String, endpoint::Applied>>,
 }
 
 impl Context {

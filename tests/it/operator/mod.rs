@@ -1,1 +1,119 @@
-//! Operator tests (written with the operator).
+//! Operator tests against a real Kubernetes API server (see `env`): the CRD as
+//! committed, manifests through `kubectl apply`, the controller reconciling
+//! into a real database, API keys from Secrets, leader election, the chart's
+//! RBAC rules, and an event travelling from the API to a receiver registered
+//! by a WebhookEndpoint.
+//!
+//! Run: `cargo test --test it operator` (binaries from `scripts/k8s-bins.sh`;
+//! `HOOKIT_REQUIRE_K8S=1` to fail instead of skipping without them;
+//! `HOOKIT_KUBECONFIG=<file>` to use an existing cluster).
+
+mod api_keys;
+mod crd;
+mod endpoints;
+mod env;
+mod leader;
+mod rbac;
+
+use std::time::Duration;
+
+use hookit::operator::WebhookEndpoint;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::ListParams;
+
+use env::{wait_for, Kube};
+
+/// How long a reconcile may take to show up in a test.
+const RECONCILE: Duration = Duration::from_secs(30);
+
+/// A WebhookEndpoint manifest; `spec` is YAML indented by two spaces.
+fn manifest(ns: &str, name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: hookit.dev/v1alpha1\nkind: WebhookEndpoint\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n{spec}"
+    )
+}
+
+/// `kubectl apply`, which must succeed.
+async fn apply(kube: &Kube, yaml: &str) {
+    let out = kube.kubectl(&["apply", "-f", "-"], Some(yaml)).await;
+    assert!(out.ok, "kubectl apply failed: {}\n{yaml}", out.stderr);
+}
+
+/// Waits until the resource's Ready condition has `status` (and `reason`, when
+/// given) for its current generation; returns the resource.
+async fn wait_ready(
+    kube: &Kube,
+    name: &str,
+    status: &str,
+    reason: Option<&str>,
+) -> WebhookEndpoint {
+    let api = kube.api::<WebhookEndpoint>();
+    wait_for(
+        &format!("{name} Ready={status} {reason:?}"),
+        RECONCILE,
+        || {
+            let api = api.clone();
+            async move {
+                let we = api.get(name).await.map_err(|e| e.to_string())?;
+                let st = we.status.clone().unwrap_or_default();
+                let c = st.ready().cloned().ok_or("no Ready condition yet")?;
+                let current = st.observed_generation == we.metadata.generation;
+                if current && c.status == status && reason.is_none_or(|r| c.reason == r) {
+                    Ok(we)
+                } else {
+                    Err(format!(
+                        "{c:?} (observedGeneration {:?})",
+                        st.observed_generation
+                    ))
+                }
+            }
+        },
+    )
+    .await
+}
+
+/// The Events recorded in the namespace about `name`: (reason, reporting instance).
+async fn events_about(kube: &Kube, name: &str) -> Vec<(String, String)> {
+    let events = kube
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    events
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| {
+            (
+                e.reason.unwrap_or_default(),
+                e.reporting_instance.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until an Event with `reason` was recorded about `name` (Events are
+/// recorded after the status write, so they can trail it).
+async fn wait_event(kube: &Kube, name: &str, reason: &str) {
+    wait_for(
+        &format!("a {reason} Event about {name}"),
+        RECONCILE,
+        || async {
+            let events = events_about(kube, name).await;
+            if events.iter().any(|(r, _)| r == reason) {
+                Ok(())
+            } else {
+                Err(format!("{events:?}"))
+            }
+        },
+    )
+    .await
+}
+
+/// The text value of a Secret's entry.
+async fn secret_value(kube: &Kube, name: &str, key: &str) -> String {
+    let s = kube.api::<Secret>().get(name).await.unwrap();
+    let bytes = s.data.unwrap().remove(key).unwrap().0;
+    String::from_utf8(bytes).unwrap()
+}

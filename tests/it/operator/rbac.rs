@@ -1,0 +1,294 @@
+//! The real `hookit controller` binary under the chart's ServiceAccount and RBAC
+//! rules: render the chart with helm, apply its RBAC objects, log in with a
+//! token of the ServiceAccount, and drive every kind of write the controller
+//! makes. A permission missing from the chart fails this test.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use hookit::operator::WebhookEndpoint;
+use kube::api::DeleteParams;
+
+use super::env::{bins_dir, kubectl_with, repo, wait_for, Kube};
+use super::{apply, events_about, manifest, wait_ready, RECONCILE};
+use crate::common::TestApp;
+
+const RBAC_KINDS: &[&str] = &[
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
+
+fn helm() -> Option<PathBuf> {
+    let built = bins_dir().join("helm");
+    if built.is_file() {
+        return Some(built);
+    }
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("helm"))
+            .find(|h| h.is_file())
+    })
+}
+
+/// The controller's RBAC objects from `helm template`, and its ServiceAccount.
+async fn render_rbac(release: &str, ns: &str) -> (String, String) {
+    let helm = helm().expect("helm (scripts/k8s-bins.sh builds one)");
+    let chart = repo().join("charts/hookit");
+    let out = tokio::process::Command::new(helm)
+        .args(["template", release])
+        .arg(&chart)
+        .arg("-f")
+        .arg(chart.join("ci/test-values.yaml"))
+        .args(["--namespace", ns])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    let mut docs = Vec::new();
+    let mut service_account = None;
+    for doc in rendered.split("\n---") {
+        let Ok(v) = serde_yaml::from_str::<serde_yaml::Value>(doc) else {
+            continue;
+        };
+        let kind = v["kind"].as_str().unwrap_or_default();
+        let name = v["metadata"]["name"].as_str().unwrap_or_default();
+        let component = v["metadata"]["labels"]["app.kubernetes.io/component"].as_str();
+        if RBAC_KINDS.contains(&kind) && component == Some("controller") {
+            if kind == "ServiceAccount" {
+                service_account = Some(name.to_string());
+            }
+            docs.push(doc.trim().to_string());
+        }
+    }
+    assert_eq!(
+        docs.len(),
+        RBAC_KINDS.len(),
+        "expected one of each {RBAC_KINDS:?}"
+    );
+    (docs.join("\n---\n"), service_account.unwrap())
+}
+
+/// A kubeconfig like the admin one but logged in with `token`.
+fn kubeconfig_with_token(admin: &std::path::Path, token: &str, out: &std::path::Path) {
+    let mut kc: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(admin).unwrap()).unwrap();
+    let users = kc["users"].as_sequence_mut().unwrap();
+    users.truncate(1);
+    users[0]["user"] = serde_yaml::to_value(serde_json::json!({ "token": token })).unwrap();
+    std::fs::write(out, serde_yaml::to_string(&kc).unwrap()).unwrap();
+}
+
+/// Prints the controller's log if the test fails, for the missing permission's name.
+struct ShowLogOnPanic(PathBuf);
+
+impl Drop for ShowLogOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.0).unwrap_or_default();
+            eprintln!("---- hookit controller log ----\n{log}\n-------------------------------");
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn the_controller_binary_works_with_the_charts_service_account_and_rbac() {
+    let Some(kube) = Kube::setup("rbac").await else {
+        return;
+    };
+    if helm().is_none() {
+        eprintln!("SKIPPING the RBAC test: no helm (scripts/k8s-bins.sh builds one)");
+        return;
+    }
+    let ns = kube.ns.as_str();
+    let release = format!("rbac{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+    let (rbac, sa) = render_rbac(&release, ns).await;
+    let out = kube
+        .kubectl(&["apply", "-n", ns, "-f", "-"], Some(&rbac))
+        .await;
+    assert!(out.ok, "applying the chart's RBAC: {}", out.stderr);
+    let token = kube
+        .kubectl(&["create", "token", &sa, "-n", ns, "--duration=1h"], None)
+        .await;
+    assert!(token.ok, "kubectl create token: {}", token.stderr);
+    let dir = tempfile::tempdir().unwrap();
+    let sa_kubeconfig = dir.path().join("kubeconfig");
+    kubeconfig_with_token(&kube.kubeconfig, token.stdout.trim(), &sa_kubeconfig);
+    let can = kubectl_with(
+        &sa_kubeconfig,
+        &[
+            "auth",
+            "can-i",
+            "list",
+            "webhookendpoints.hookit.dev",
+            "-n",
+            ns,
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(
+        can.stdout.trim(),
+        "yes",
+        "the token does not carry the chart's rules: {}",
+        can.stderr
+    );
+    let cannot = kubectl_with(
+        &sa_kubeconfig,
+        &["auth", "can-i", "delete", "secrets", "-n", ns],
+        None,
+    )
+    .await;
+    assert_eq!(
+        cannot.stdout.trim(),
+        "no",
+        "least privilege: the controller never deletes Secrets"
+    );
+
+    let app = TestApp::spawn().await;
+    let metrics_port = free_port();
+    let log_path = dir.path().join("controller.log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookit"))
+        .arg("controller")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("KUBECONFIG", &sa_kubeconfig)
+        .env("DATABASE_URL", app.cfg.database_url.clone().unwrap())
+        .env("HOOKIT_MASTER_KEY", app.cfg_master_key_b64())
+        .env("HOOKIT_WATCH_NAMESPACE", ns)
+        .env("POD_NAMESPACE", ns)
+        .env("POD_NAME", "rbac-controller-0")
+        .env("HOOKIT_ALLOW_PRIVATE_TARGETS", "127.0.0.0/8")
+        .env("HOOKIT_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
+        .env("HOOKIT_CONTROLLER_LEASE", "3s")
+        .env("HOOKIT_CONTROLLER_RESYNC", "1s")
+        .env("HOOKIT_LOG_FORMAT", "text")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let _show_log = ShowLogOnPanic(log_path.clone());
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+
+    // Every write: finalizer, generated Secret with owner reference, status,
+    // Events, the referenced Secret read, the API-key finalizer, cleanup.
+    apply(&kube, &format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: byo\n  namespace: {ns}\nstringData:\n  secret: {}\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: key\n  namespace: {ns}\n  labels:\n    hookit.dev/api-key: \"true\"\nstringData:\n  key: hk_rbac_{}\n",
+        hookit::domain::signing::Secret::generate().expose(),
+        uuid::Uuid::new_v4().simple()
+    )).await;
+    apply(
+        &kube,
+        &manifest(ns, "generated", "  url: http://127.0.0.1:9/a\n"),
+    )
+    .await;
+    apply(
+        &kube,
+        &manifest(
+            ns,
+            "referenced",
+            "  url: http://127.0.0.1:9/b\n  secretRef: {name: byo}\n",
+        ),
+    )
+    .await;
+    for name in ["generated", "referenced"] {
+        wait_ready(&kube, name, "True", None).await;
+    }
+    assert!(events_about(&kube, "generated")
+        .await
+        .iter()
+        .any(|(r, _)| r == "SigningSecretCreated"));
+    let key_secret = kube.api::<k8s_openapi::api::core::v1::Secret>();
+    wait_for("the API-key finalizer", RECONCILE, || async {
+        let s = key_secret.get("key").await.map_err(|e| e.to_string())?;
+        if s.metadata
+            .finalizers
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f == hookit::operator::API_KEY_FINALIZER)
+        {
+            Ok(())
+        } else {
+            Err("no finalizer yet".into())
+        }
+    })
+    .await;
+    let endpoints = kube.api::<WebhookEndpoint>();
+    endpoints
+        .delete("generated", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the finalizer to let `generated` go", RECONCILE, || async {
+        match endpoints.get_opt("generated").await {
+            Ok(None) => Ok(()),
+            other => Err(format!("{:?}", other.map(|o| o.is_some()))),
+        }
+    })
+    .await;
+
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "hookit_controller_reconciles_total{controller=\"webhookendpoint\",result=\"applied\"}",
+        "hookit_controller_reconciles_total{controller=\"webhookendpoint\",result=\"retired\"}",
+        "hookit_controller_reconciles_total{controller=\"apikey\",result=\"granted\"}",
+        "hookit_controller_leader 1",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "/metrics lacks {needle}:\n{metrics}"
+        );
+    }
+    let text = log();
+    assert!(
+        !text.to_lowercase().contains("forbidden"),
+        "a request was forbidden:\n{text}"
+    );
+
+    // SIGTERM: a clean exit that releases the Lease.
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the controller did not exit within 30s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "exit {status}");
+    if std::env::var_os("HOOKIT_SHOW_CONTROLLER_LOG").is_some() {
+        eprintln!("{}", log());
+    }
+
+    kube.kubectl(
+        &[
+            "delete",
+            "clusterrole,clusterrolebinding",
+            &format!("{release}-hookit-controller"),
+            "--ignore-not-found",
+        ],
+        None,
+    )
+    .await;
+    app.stop().await;
+    kube.cleanup().await;
+}
