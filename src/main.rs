@@ -64,7 +64,11 @@ enum Command {
 #[derive(clap::Args)]
 struct BenchCli {
     /// Scenarios to run, comma-separated: ingest, deliver, latency, backlog, noisy.
-    #[arg(long, value_delimiter = ',', default_value = "ingest,deliver,latency,backlog,noisy")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ingest,deliver,latency,backlog,noisy"
+    )]
     scenario: Vec<String>,
     /// Measurement window of each case, seconds.
     #[arg(long, default_value_t = 10)]

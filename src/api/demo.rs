@@ -27,7 +27,10 @@ pub struct DemoMode {
     responses((status = 200, body = DemoMode), (status = 401, body = Problem), (status = 404, body = Problem, description = "Not in demo mode")),
     security(("bearer" = [])))]
 async fn show(State(s): State<AppState>, _t: Tenant) -> Result<Json<DemoMode>, Problem> {
-    let demo = s.demo.as_ref().ok_or_else(|| Problem::not_found("demo receiver (not running `hookit demo`)"))?;
+    let demo = s
+        .demo
+        .as_ref()
+        .ok_or_else(|| Problem::not_found("demo receiver (not running `hookit demo`)"))?;
     Ok(Json(DemoMode { mode: demo.mode() }))
 }
 
@@ -35,10 +38,21 @@ async fn show(State(s): State<AppState>, _t: Tenant) -> Result<Json<DemoMode>, P
     responses((status = 200, body = DemoMode), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
               (status = 415, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
-async fn set(State(s): State<AppState>, _t: Tenant, ApiJson(m): ApiJson<DemoMode>) -> Result<Json<DemoMode>, Problem> {
-    let demo = s.demo.as_ref().ok_or_else(|| Problem::not_found("demo receiver (not running `hookit demo`)"))?;
+async fn set(
+    State(s): State<AppState>,
+    _t: Tenant,
+    ApiJson(m): ApiJson<DemoMode>,
+) -> Result<Json<DemoMode>, Problem> {
+    let demo = s
+        .demo
+        .as_ref()
+        .ok_or_else(|| Problem::not_found("demo receiver (not running `hookit demo`)"))?;
     if !demo.set_mode(&m.mode) {
-        return Err(crate::error::Error::invalid("invalid-demo-mode", "mode must be up, errors or timeouts").into());
+        return Err(crate::error::Error::invalid(
+            "invalid-demo-mode",
+            "mode must be up, errors or timeouts",
+        )
+        .into());
     }
     tracing::info!(mode = %m.mode, "demo receiver switched");
     Ok(Json(DemoMode { mode: demo.mode() }))

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::middleware::Next;
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -170,9 +170,15 @@ async fn observe(req: Request, next: Next) -> Response {
     resp
 }
 
+/// Shortest gap between two `NOTIFY`s. Each NOTIFY is a transaction that takes an
+/// xid and flushes a commit record, so under load they are coalesced: one per gap
+/// at most, whatever the ingest rate, at a cost of at most this much wake-up latency.
+const NOTIFY_GAP: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Turns the coalesced work signal into `NOTIFY hookit_work`: at most one NOTIFY
-/// in flight, however many events arrive meanwhile, so ingestion never serialises
-/// on Postgres's notification queue lock. `local` wakes a worker in this process.
+/// in flight and one per [`NOTIFY_GAP`], however many events arrive meanwhile, so
+/// ingestion never serialises on Postgres's notification queue lock. `local` wakes
+/// a worker in this process at once.
 pub fn spawn_notifier(
     store: Store,
     work: Arc<Notify>,
@@ -188,6 +194,7 @@ pub fn spawn_notifier(
             if let Err(e) = store.notify_work().await {
                 tracing::debug!(error = %e, "NOTIFY failed; workers fall back to polling");
             }
+            tokio::time::sleep(NOTIFY_GAP).await;
         }
     });
 }

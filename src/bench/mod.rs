@@ -62,7 +62,11 @@ impl Server {
         if let Some(url) = &args.database_url {
             let mut u = url::Url::parse(url).context("DATABASE_URL")?;
             u.set_path("");
-            return Ok(Self { url_base: u.as_str().trim_end_matches('/').to_string(), _embedded: None, _tmp: None });
+            return Ok(Self {
+                url_base: u.as_str().trim_end_matches('/').to_string(),
+                _embedded: None,
+                _tmp: None,
+            });
         }
         let (dir, tmp) = match &args.data_dir {
             Some(d) => (d.clone(), None),
@@ -73,14 +77,22 @@ impl Server {
         };
         let pg = EmbeddedPg::start(&dir).await?;
         let base = pg.url("postgres").trim_end_matches("/postgres").to_string();
-        Ok(Self { url_base: base, _embedded: Some(pg), _tmp: tmp })
+        Ok(Self {
+            url_base: base,
+            _embedded: Some(pg),
+            _tmp: tmp,
+        })
     }
 
     /// A fresh migrated database.
     async fn database(&self, name: &str) -> anyhow::Result<String> {
         let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", self.url_base)).await?;
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await?;
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await?;
         let url = format!("{}/{name}", self.url_base);
         let pool = db::connect(&url, 2).await?;
         db::migrate(&pool).await?;
@@ -89,8 +101,12 @@ impl Server {
     }
 
     async fn drop_database(&self, name: &str) {
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{}/postgres", self.url_base)).await {
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+        if let Ok(mut admin) =
+            sqlx::PgConnection::connect(&format!("{}/postgres", self.url_base)).await
+        {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await;
         }
     }
 }
@@ -108,7 +124,9 @@ pub(crate) struct Deployment {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl Deployment {
@@ -126,7 +144,10 @@ impl Deployment {
             api: None,
             workers: Vec::new(),
             master_key,
-            worker_env: worker_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            worker_env: worker_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.api = Some(d.spawn("api", &[("HOOKIT_LISTEN", format!("127.0.0.1:{port}"))])?);
         for _ in 0..workers {
@@ -135,7 +156,8 @@ impl Deployment {
         let http = reqwest::Client::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if matches!(http.get(format!("{}/readyz", d.base)).send().await, Ok(r) if r.status().is_success()) {
+            if matches!(http.get(format!("{}/readyz", d.base)).send().await, Ok(r) if r.status().is_success())
+            {
                 break;
             }
             if tokio::time::Instant::now() > deadline {
@@ -187,11 +209,17 @@ impl Deployment {
     async fn stop(mut self) {
         for c in self.api.iter_mut().chain(self.workers.iter_mut()) {
             if let Some(pid) = c.id() {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
             }
         }
         for c in self.api.iter_mut().chain(self.workers.iter_mut()) {
-            if tokio::time::timeout(Duration::from_secs(10), c.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), c.wait())
+                .await
+                .is_err()
+            {
                 let _ = c.kill().await;
             }
         }
@@ -205,14 +233,22 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     let receiver = receiver::start(tally.clone()).await?;
     let mut rows = Vec::new();
     if let Some(target) = &args.target {
-        let key = args.api_key.clone().ok_or_else(|| anyhow!("--target needs --api-key"))?;
+        let key = args
+            .api_key
+            .clone()
+            .ok_or_else(|| anyhow!("--target needs --api-key"))?;
         for s in &args.scenarios {
             rows.extend(scenarios::remote(s, args, target, &key, &receiver, &tally).await?);
         }
         return Ok(rows);
     }
     let server = Server::start(args).await?;
-    let ctx = scenarios::Ctx { args, server: &server, receiver: &receiver, tally: &tally };
+    let ctx = scenarios::Ctx {
+        args,
+        server: &server,
+        receiver: &receiver,
+        tally: &tally,
+    };
     for s in &args.scenarios {
         let mut got = match s.as_str() {
             "ingest" => scenarios::ingest(&ctx).await?,
@@ -220,7 +256,11 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
             "latency" => scenarios::latency(&ctx).await?,
             "backlog" => scenarios::backlog(&ctx).await?,
             "noisy" => scenarios::noisy(&ctx).await?,
-            other => return Err(anyhow!("--scenario: unknown scenario `{other}` (ingest, deliver, latency, backlog, noisy)")),
+            other => {
+                return Err(anyhow!(
+                "--scenario: unknown scenario `{other}` (ingest, deliver, latency, backlog, noisy)"
+            ))
+            }
         };
         for r in &got {
             eprintln!("{}", report::one_line(r));

@@ -36,10 +36,16 @@ pub fn rss_mib(pid: u32) -> Option<f64> {
 /// Total CPU seconds of every process named `postgres` on the machine (the
 /// server's postmaster, backends and helpers).
 pub fn postgres_cpu_seconds() -> f64 {
-    let Ok(dir) = fs::read_dir("/proc") else { return 0.0 };
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return 0.0;
+    };
     dir.filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| fs::read_to_string(format!("/proc/{pid}/comm")).map(|c| c.trim() == "postgres").unwrap_or(false))
+        .filter(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.trim() == "postgres")
+                .unwrap_or(false)
+        })
         .filter_map(cpu_seconds)
         .sum()
 }

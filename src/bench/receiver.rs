@@ -33,7 +33,10 @@ impl Tally {
     }
     /// Deliveries per path so far.
     pub fn per_path(&self) -> std::collections::HashMap<String, u64> {
-        self.per_path.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.per_path
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
     /// Forgets everything.
     pub fn reset(&self) {
@@ -41,8 +44,14 @@ impl Tally {
         self.delivered.store(0, Ordering::Relaxed);
         self.duplicates.store(0, Ordering::Relaxed);
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.latencies_ms.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.per_path.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.latencies_ms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.per_path
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
@@ -62,23 +71,45 @@ fn envelope_time(body: &[u8]) -> Option<DateTime<Utc>> {
     let s = std::str::from_utf8(body).ok()?;
     let i = s.find("\"timestamp\":\"")? + 13;
     let j = s[i..].find('"')? + i;
-    DateTime::parse_from_rfc3339(&s[i..j]).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(&s[i..j])
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
-async fn handle(State(t): State<Arc<Tally>>, uri: Uri, headers: HeaderMap, body: Bytes) -> StatusCode {
+async fn handle(
+    State(t): State<Arc<Tally>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
     t.requests.fetch_add(1, Ordering::Relaxed);
     if uri.path().starts_with("/hang") {
         std::future::pending::<()>().await;
     }
-    let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let path = uri.path().to_string();
-    let fresh = t.seen.lock().unwrap_or_else(|p| p.into_inner()).insert((id, path.clone()));
+    let fresh = t
+        .seen
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert((id, path.clone()));
     if fresh {
         t.delivered.fetch_add(1, Ordering::Relaxed);
-        *t.per_path.lock().unwrap_or_else(|p| p.into_inner()).entry(path).or_default() += 1;
+        *t.per_path
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(path)
+            .or_default() += 1;
         if let Some(at) = envelope_time(&body) {
             let ms = (Utc::now() - at).num_microseconds().unwrap_or(0) as f64 / 1000.0;
-            t.latencies_ms.lock().unwrap_or_else(|p| p.into_inner()).push(ms);
+            t.latencies_ms
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(ms);
         }
     } else {
         t.duplicates.fetch_add(1, Ordering::Relaxed);

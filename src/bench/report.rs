@@ -34,7 +34,8 @@ pub struct Row {
 }
 
 fn opt(v: Option<f64>, prec: usize) -> String {
-    v.map(|x| format!("{x:.prec$}")).unwrap_or_else(|| "-".into())
+    v.map(|x| format!("{x:.prec$}"))
+        .unwrap_or_else(|| "-".into())
 }
 
 /// A one-line progress summary.
@@ -59,8 +60,19 @@ pub fn one_line(r: &Row) -> String {
 /// Prints an aligned table.
 pub fn table(rows: &[Row]) {
     let header = [
-        "scenario", "case", "rate", "unit", "p50 ms", "p90 ms", "p99 ms", "cpu s/1k hookit", "cpu s/1k pg", "peak RSS MiB", "WAL B/item",
-        "xacts/item", "note",
+        "scenario",
+        "case",
+        "rate",
+        "unit",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "cpu s/1k hookit",
+        "cpu s/1k pg",
+        "peak RSS MiB",
+        "WAL B/item",
+        "xacts/item",
+        "note",
     ];
     let cells: Vec<Vec<String>> = rows
         .iter()
@@ -89,7 +101,11 @@ pub fn table(rows: &[Row]) {
         }
     }
     let line = |cols: Vec<&str>| {
-        let parts: Vec<String> = cols.iter().enumerate().map(|(i, c)| format!("{:<w$}", c, w = widths[i])).collect();
+        let parts: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{:<w$}", c, w = widths[i]))
+            .collect();
         println!("{}", parts.join("  ").trim_end());
     };
     line(header.to_vec());

@@ -32,7 +32,9 @@ struct Probe {
 }
 
 async fn probe(store: &Store, pids: &[u32]) -> anyhow::Result<Probe> {
-    sqlx::query("SELECT pg_stat_clear_snapshot()").execute(store.pool()).await?;
+    sqlx::query("SELECT pg_stat_clear_snapshot()")
+        .execute(store.pool())
+        .await?;
     let (wal, xacts): (f64, f64) = sqlx::query_as(
         "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8,
                 (SELECT sum(xact_commit + xact_rollback)::float8 FROM pg_stat_database)",
@@ -57,7 +59,10 @@ fn costs(row: &mut Row, a: &Probe, b: &Probe, items: f64, pids: &[u32]) {
     row.postgres_cpu_s_per_1k = Some((b.pg_cpu - a.pg_cpu) / items * 1000.0);
     row.wal_bytes_per_item = Some((b.wal - a.wal) / items);
     row.db_xacts_per_item = Some((b.xacts - a.xacts) / items);
-    row.peak_rss_mib = pids.iter().filter_map(|p| procstat::peak_rss_mib(*p)).reduce(f64::max);
+    row.peak_rss_mib = pids
+        .iter()
+        .filter_map(|p| procstat::peak_rss_mib(*p))
+        .reduce(f64::max);
 }
 
 fn percentiles(row: &mut Row, mut lat: Vec<f64>) {
@@ -73,12 +78,27 @@ fn percentiles(row: &mut Row, mut lat: Vec<f64>) {
 
 /// Publishers: `n` tasks posting events until `until`, optionally paced to
 /// `rate` events/s in total. Returns the number of 2xx answers.
-async fn publish(base: &str, key: &str, n: usize, keyed: bool, until: Instant, rate: Option<f64>) -> u64 {
-    let http = reqwest::Client::builder().pool_max_idle_per_host(n).build().unwrap_or_default();
+async fn publish(
+    base: &str,
+    key: &str,
+    n: usize,
+    keyed: bool,
+    until: Instant,
+    rate: Option<f64>,
+) -> u64 {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(n)
+        .build()
+        .unwrap_or_default();
     let ok = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for p in 0..n {
-        let (http, ok, url, key) = (http.clone(), ok.clone(), format!("{base}/v1/events"), key.to_string());
+        let (http, ok, url, key) = (
+            http.clone(),
+            ok.clone(),
+            format!("{base}/v1/events"),
+            key.to_string(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut tick = rate.map(|r| {
                 let mut i = tokio::time::interval(Duration::from_secs_f64(n as f64 / r));
@@ -110,16 +130,29 @@ async fn publish(base: &str, key: &str, n: usize, keyed: bool, until: Instant, r
     ok.load(Ordering::Relaxed)
 }
 
-async fn endpoints(d: &Deployment, receiver: &str, n: usize, extra: serde_json::Value) -> anyhow::Result<()> {
+async fn endpoints(
+    d: &Deployment,
+    receiver: &str,
+    n: usize,
+    extra: serde_json::Value,
+) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     for i in 0..n {
         let mut body = json!({"url": format!("{receiver}/ep{i}")});
         if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
             b.extend(e.clone());
         }
-        let r = http.post(format!("{}/v1/endpoints", d.base)).bearer_auth(&d.key).json(&body).send().await?;
+        let r = http
+            .post(format!("{}/v1/endpoints", d.base))
+            .bearer_auth(&d.key)
+            .json(&body)
+            .send()
+            .await?;
         if !r.status().is_success() {
-            return Err(anyhow!("creating a benchmark endpoint failed: {}", r.text().await.unwrap_or_default()));
+            return Err(anyhow!(
+                "creating a benchmark endpoint failed: {}",
+                r.text().await.unwrap_or_default()
+            ));
         }
     }
     Ok(())
@@ -144,13 +177,33 @@ pub(crate) async fn ingest(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
             let d = Deployment::start(&url, 0, &[]).await?;
             endpoints(&d, ctx.receiver, n_ep, json!({})).await?;
             let (api, _) = d.pids();
-            publish(&d.base, &d.key, ctx.args.publishers, keyed, Instant::now() + Duration::from_secs(1), None).await;
+            publish(
+                &d.base,
+                &d.key,
+                ctx.args.publishers,
+                keyed,
+                Instant::now() + Duration::from_secs(1),
+                None,
+            )
+            .await;
             let a = probe(&d.store, &api).await?;
-            let n = publish(&d.base, &d.key, ctx.args.publishers, keyed, Instant::now() + ctx.args.duration, None).await;
+            let n = publish(
+                &d.base,
+                &d.key,
+                ctx.args.publishers,
+                keyed,
+                Instant::now() + ctx.args.duration,
+                None,
+            )
+            .await;
             let b = probe(&d.store, &api).await?;
             let mut row = Row {
                 scenario: "ingest".into(),
-                case: format!("{n_ep} endpoint{}, {}", if n_ep > 1 { "s" } else { "" }, if keyed { "keyed" } else { "unkeyed" }),
+                case: format!(
+                    "{n_ep} endpoint{}, {}",
+                    if n_ep > 1 { "s" } else { "" },
+                    if keyed { "keyed" } else { "unkeyed" }
+                ),
                 rate: n as f64 / (b.at - a.at).as_secs_f64(),
                 unit: "events/s".into(),
                 note: format!("{} publishers; per event", ctx.args.publishers),
@@ -177,7 +230,12 @@ pub(crate) async fn deliver(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
             ctx.tally.reset();
             let warmup = Duration::from_secs(2);
             let end = Instant::now() + warmup + ctx.args.duration;
-            let publishing = tokio::spawn(publish_owned(d.base.clone(), d.key.clone(), ctx.args.publishers, end));
+            let publishing = tokio::spawn(publish_owned(
+                d.base.clone(),
+                d.key.clone(),
+                ctx.args.publishers,
+                end,
+            ));
             tokio::time::sleep(warmup).await;
             ctx.tally.take_latencies();
             let a = probe(&d.store, &all).await?;
@@ -189,10 +247,18 @@ pub(crate) async fn deliver(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
             let delivered = (after - before) as f64;
             let mut row = Row {
                 scenario: "deliver".into(),
-                case: format!("{n_ep} endpoint{}, {workers} worker{}", if n_ep > 1 { "s" } else { "" }, if workers > 1 { "s" } else { "" }),
+                case: format!(
+                    "{n_ep} endpoint{}, {workers} worker{}",
+                    if n_ep > 1 { "s" } else { "" },
+                    if workers > 1 { "s" } else { "" }
+                ),
                 rate: delivered / (b.at - a.at).as_secs_f64(),
                 unit: "deliveries/s".into(),
-                note: format!("end to end, {} publishers; {published} events accepted; duplicates {}", ctx.args.publishers, ctx.tally.duplicates.load(Ordering::Relaxed)),
+                note: format!(
+                    "end to end, {} publishers; {published} events accepted; duplicates {}",
+                    ctx.args.publishers,
+                    ctx.tally.duplicates.load(Ordering::Relaxed)
+                ),
                 ..Default::default()
             };
             percentiles(&mut row, ctx.tally.take_latencies());
@@ -220,7 +286,15 @@ pub(crate) async fn latency(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
         ctx.tally.reset();
         let publishers = ctx.args.publishers.min(rate as usize).max(1);
         let a = probe(&d.store, &all).await?;
-        let sent = publish(&d.base, &d.key, publishers, false, Instant::now() + ctx.args.duration, Some(rate as f64)).await;
+        let sent = publish(
+            &d.base,
+            &d.key,
+            publishers,
+            false,
+            Instant::now() + ctx.args.duration,
+            Some(rate as f64),
+        )
+        .await;
         wait_delivered(ctx.tally, sent, Duration::from_secs(30)).await;
         let b = probe(&d.store, &all).await?;
         let delivered = ctx.tally.delivered.load(Ordering::Relaxed);
@@ -261,7 +335,9 @@ async fn fill(store: &Store, n: u64) -> anyhow::Result<()> {
         .await?;
         left -= chunk;
     }
-    sqlx::query("VACUUM ANALYZE deliveries").execute(store.pool()).await?;
+    sqlx::query("VACUUM ANALYZE deliveries")
+        .execute(store.pool())
+        .await?;
     Ok(())
 }
 
@@ -344,9 +420,20 @@ pub(crate) async fn noisy(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
         ctx.tally.reset();
         let warmup = Duration::from_secs(2);
         let end = Instant::now() + warmup + ctx.args.duration;
-        let publishing = tokio::spawn(publish_owned(d.base.clone(), d.key.clone(), ctx.args.publishers, end));
+        let publishing = tokio::spawn(publish_owned(
+            d.base.clone(),
+            d.key.clone(),
+            ctx.args.publishers,
+            end,
+        ));
         tokio::time::sleep(warmup).await;
-        let healthy = |t: &Tally| t.per_path().iter().filter(|(p, _)| !p.starts_with("/hang")).map(|(_, n)| *n).sum::<u64>();
+        let healthy = |t: &Tally| {
+            t.per_path()
+                .iter()
+                .filter(|(p, _)| !p.starts_with("/hang"))
+                .map(|(_, n)| *n)
+                .sum::<u64>()
+        };
         let before = healthy(ctx.tally);
         let a = probe(&d.store, &all).await?;
         tokio::time::sleep_until(end.into()).await;
@@ -356,13 +443,20 @@ pub(crate) async fn noisy(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
         let rate = delivered / (b.at - a.at).as_secs_f64();
         let mut row = Row {
             scenario: "noisy".into(),
-            case: if with_hanging { "9 healthy + 1 hanging (5 s timeout)".into() } else { "9 healthy alone".into() },
+            case: if with_hanging {
+                "9 healthy + 1 hanging (5 s timeout)".into()
+            } else {
+                "9 healthy alone".into()
+            },
             rate,
             unit: "healthy deliveries/s".into(),
             ..Default::default()
         };
         if let (true, Some(base)) = (with_hanging, alone) {
-            row.note = format!("healthy endpoints keep {:.0}% of their throughput alone", rate / base * 100.0);
+            row.note = format!(
+                "healthy endpoints keep {:.0}% of their throughput alone",
+                rate / base * 100.0
+            );
         }
         alone.get_or_insert(rate);
         costs(&mut row, &a, &b, delivered, &all);
@@ -374,7 +468,14 @@ pub(crate) async fn noisy(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
 }
 
 /// Scenarios against a running HookIt (`--target`): throughput and latency only.
-pub(crate) async fn remote(scenario: &str, args: &BenchArgs, target: &str, key: &str, receiver: &str, tally: &Arc<Tally>) -> anyhow::Result<Vec<Row>> {
+pub(crate) async fn remote(
+    scenario: &str,
+    args: &BenchArgs,
+    target: &str,
+    key: &str,
+    receiver: &str,
+    tally: &Arc<Tally>,
+) -> anyhow::Result<Vec<Row>> {
     let http = reqwest::Client::new();
     let r = http
         .post(format!("{target}/v1/endpoints"))
@@ -383,19 +484,45 @@ pub(crate) async fn remote(scenario: &str, args: &BenchArgs, target: &str, key: 
         .send()
         .await?;
     if !r.status().is_success() {
-        return Err(anyhow!("creating the benchmark endpoint on the target failed (is 127.0.0.0/8 allowed?): {}", r.text().await.unwrap_or_default()));
+        return Err(anyhow!(
+            "creating the benchmark endpoint on the target failed (is 127.0.0.0/8 allowed?): {}",
+            r.text().await.unwrap_or_default()
+        ));
     }
     tally.reset();
     let row = match scenario {
         "ingest" => {
             let t = Instant::now();
-            let n = publish(target, key, args.publishers, true, Instant::now() + args.duration, None).await;
-            Row { scenario: "ingest".into(), case: "remote, keyed".into(), rate: n as f64 / t.elapsed().as_secs_f64(), unit: "events/s".into(), ..Default::default() }
+            let n = publish(
+                target,
+                key,
+                args.publishers,
+                true,
+                Instant::now() + args.duration,
+                None,
+            )
+            .await;
+            Row {
+                scenario: "ingest".into(),
+                case: "remote, keyed".into(),
+                rate: n as f64 / t.elapsed().as_secs_f64(),
+                unit: "events/s".into(),
+                ..Default::default()
+            }
         }
         "deliver" | "latency" => {
-            let rate = (scenario == "latency").then(|| args.rates.first().copied().unwrap_or(500) as f64);
+            let rate =
+                (scenario == "latency").then(|| args.rates.first().copied().unwrap_or(500) as f64);
             let t = Instant::now();
-            let n = publish(target, key, args.publishers, false, Instant::now() + args.duration, rate).await;
+            let n = publish(
+                target,
+                key,
+                args.publishers,
+                false,
+                Instant::now() + args.duration,
+                rate,
+            )
+            .await;
             wait_delivered(tally, n, Duration::from_secs(60)).await;
             let mut row = Row {
                 scenario: scenario.into(),
@@ -408,7 +535,11 @@ pub(crate) async fn remote(scenario: &str, args: &BenchArgs, target: &str, key: 
             percentiles(&mut row, tally.take_latencies());
             row
         }
-        other => return Err(anyhow!("--scenario {other} needs a HookIt the benchmark starts itself (drop --target)")),
+        other => {
+            return Err(anyhow!(
+                "--scenario {other} needs a HookIt the benchmark starts itself (drop --target)"
+            ))
+        }
     };
     Ok(vec![row])
 }

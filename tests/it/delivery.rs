@@ -14,8 +14,13 @@ async fn delivers_a_signed_standard_webhooks_request() {
     let app = TestApp::spawn().await;
     let rx = Receiver::start().await;
     let secret = Secret::generate().expose();
-    app.endpoint(json!({"url": rx.url("/hook"), "secret": secret, "headers": {"x-team": "payments"}})).await;
-    let event_id = app.publish("order.created", json!({"order": 42, "items": ["a", "b"]})).await;
+    app.endpoint(
+        json!({"url": rx.url("/hook"), "secret": secret, "headers": {"x-team": "payments"}}),
+    )
+    .await;
+    let event_id = app
+        .publish("order.created", json!({"order": 42, "items": ["a", "b"]}))
+        .await;
 
     let got = rx.wait_for(1, WAIT).await;
     let req = &got[0];
@@ -31,12 +36,30 @@ async fn delivers_a_signed_standard_webhooks_request() {
     // Our own verifier and the reference Standard Webhooks library both accept it.
     let now = chrono::Utc::now().timestamp();
     let s = Secret::parse(&secret).unwrap();
-    verify(&s, &req.header("webhook-id"), &req.header("webhook-timestamp"), &req.header("webhook-signature"), &req.body, now).unwrap();
-    standardwebhooks::Webhook::new(&secret).unwrap().verify(&req.body, &req.headers).unwrap();
+    verify(
+        &s,
+        &req.header("webhook-id"),
+        &req.header("webhook-timestamp"),
+        &req.header("webhook-signature"),
+        &req.body,
+        now,
+    )
+    .unwrap();
+    standardwebhooks::Webhook::new(&secret)
+        .unwrap()
+        .verify(&req.body, &req.headers)
+        .unwrap();
     // …and refuse a tampered body.
-    assert!(standardwebhooks::Webhook::new(&secret).unwrap().verify(b"{}", &req.headers).is_err());
+    assert!(standardwebhooks::Webhook::new(&secret)
+        .unwrap()
+        .verify(b"{}", &req.headers)
+        .is_err());
 
-    let d = app.wait_deliveries(&format!("event_id={event_id}"), WAIT, |d| d.len() == 1 && d[0]["status"] == "succeeded").await;
+    let d = app
+        .wait_deliveries(&format!("event_id={event_id}"), WAIT, |d| {
+            d.len() == 1 && d[0]["status"] == "succeeded"
+        })
+        .await;
     assert_eq!(d[0]["attempts"], 1);
     assert_eq!(d[0]["last_status_code"], 200);
     app.stop().await;
@@ -46,17 +69,30 @@ async fn delivers_a_signed_standard_webhooks_request() {
 async fn fans_out_by_event_type_pattern() {
     let app = TestApp::spawn().await;
     let rx = Receiver::start().await;
-    app.endpoint(json!({"url": rx.url("/orders"), "event_types": ["order.*"]})).await;
-    app.endpoint(json!({"url": rx.url("/all"), "event_types": ["*"]})).await;
-    app.endpoint(json!({"url": rx.url("/users"), "event_types": ["user.created"]})).await;
-    let (status, ev) = app.post("/v1/events", json!({"event_type": "order.shipped", "payload": {}})).await;
+    app.endpoint(json!({"url": rx.url("/orders"), "event_types": ["order.*"]}))
+        .await;
+    app.endpoint(json!({"url": rx.url("/all"), "event_types": ["*"]}))
+        .await;
+    app.endpoint(json!({"url": rx.url("/users"), "event_types": ["user.created"]}))
+        .await;
+    let (status, ev) = app
+        .post(
+            "/v1/events",
+            json!({"event_type": "order.shipped", "payload": {}}),
+        )
+        .await;
     assert_eq!(status, 202);
     assert_eq!(ev["deliveries"], 2);
     let got = rx.wait_for(2, WAIT).await;
     let mut paths: Vec<String> = got.iter().map(|r| r.path.clone()).collect();
     paths.sort();
     assert_eq!(paths, vec!["/all", "/orders"]);
-    let (_, ev) = app.post("/v1/events", json!({"event_type": "invoice.paid", "payload": {}})).await;
+    let (_, ev) = app
+        .post(
+            "/v1/events",
+            json!({"event_type": "invoice.paid", "payload": {}}),
+        )
+        .await;
     assert_eq!(ev["deliveries"], 1);
     app.stop().await;
 }
@@ -69,30 +105,55 @@ async fn failures_retry_with_backoff_then_dead_letter_and_redrive_keeps_history(
     app.endpoint(json!({"url": rx.url("/hook")})).await;
     let event_id = app.publish("order.created", json!({"n": 1})).await;
 
-    let dead = app.wait_deliveries(&format!("event_id={event_id}"), WAIT, |d| d.len() == 1 && d[0]["status"] == "dead").await;
+    let dead = app
+        .wait_deliveries(&format!("event_id={event_id}"), WAIT, |d| {
+            d.len() == 1 && d[0]["status"] == "dead"
+        })
+        .await;
     assert_eq!(dead[0]["attempts"], 3, "max_attempts=3 in the test config");
     assert_eq!(dead[0]["last_status_code"], 500);
     let id = dead[0]["id"].as_str().unwrap().to_string();
     let got = rx.received();
     assert_eq!(got.len(), 3);
-    assert!(got.iter().all(|r| r.header("webhook-id") == event_id), "webhook-id is stable across retries");
+    assert!(
+        got.iter().all(|r| r.header("webhook-id") == event_id),
+        "webhook-id is stable across retries"
+    );
 
     let (_, detail) = app.get(&format!("/v1/deliveries/{id}")).await;
     let log = detail["attempt_log"].as_array().unwrap();
     assert_eq!(log.len(), 3);
     // Backoff: attempts are spaced by at least base/2 (50 ms) and growing ceilings.
-    let t = |i: usize| chrono::DateTime::parse_from_rfc3339(log[i]["started_at"].as_str().unwrap()).unwrap();
-    assert!((t(1) - t(0)).num_milliseconds() >= 45, "first retry too early");
-    assert!((t(2) - t(1)).num_milliseconds() >= 95, "second retry too early");
+    let t = |i: usize| {
+        chrono::DateTime::parse_from_rfc3339(log[i]["started_at"].as_str().unwrap()).unwrap()
+    };
+    assert!(
+        (t(1) - t(0)).num_milliseconds() >= 45,
+        "first retry too early"
+    );
+    assert!(
+        (t(2) - t(1)).num_milliseconds() >= 95,
+        "second retry too early"
+    );
 
     // Redriving a pending delivery is refused; a dead one gets a fresh budget.
     rx.set_reply(Reply::Status(204));
-    let (status, d) = app.post(&format!("/v1/deliveries/{id}/redrive"), json!({})).await;
+    let (status, d) = app
+        .post(&format!("/v1/deliveries/{id}/redrive"), json!({}))
+        .await;
     assert_eq!(status, 200, "{d}");
-    let done = app.wait_deliveries(&format!("event_id={event_id}"), WAIT, |d| d[0]["status"] == "succeeded").await;
+    let done = app
+        .wait_deliveries(&format!("event_id={event_id}"), WAIT, |d| {
+            d[0]["status"] == "succeeded"
+        })
+        .await;
     assert_eq!(done[0]["attempts"], 4);
     let (_, detail) = app.get(&format!("/v1/deliveries/{id}")).await;
-    assert_eq!(detail["attempt_log"].as_array().unwrap().len(), 4, "history is kept across a redrive");
+    assert_eq!(
+        detail["attempt_log"].as_array().unwrap().len(),
+        4,
+        "history is kept across a redrive"
+    );
     app.stop().await;
 }
 
@@ -101,12 +162,23 @@ async fn redrive_of_an_unfinished_delivery_is_a_conflict() {
     let app = TestApp::spawn().await;
     let rx = Receiver::start().await;
     let ep = app.endpoint(json!({"url": rx.url("/hook")})).await;
-    app.post(&format!("/v1/endpoints/{ep}/pause"), json!({})).await;
+    app.post(&format!("/v1/endpoints/{ep}/pause"), json!({}))
+        .await;
     let event_id = app.publish("a.b", json!({})).await;
-    let d = app.wait_deliveries(&format!("event_id={event_id}"), WAIT, |d| d.len() == 1).await;
-    let (status, problem) = app.post(&format!("/v1/deliveries/{}/redrive", d[0]["id"].as_str().unwrap()), json!({})).await;
+    let d = app
+        .wait_deliveries(&format!("event_id={event_id}"), WAIT, |d| d.len() == 1)
+        .await;
+    let (status, problem) = app
+        .post(
+            &format!("/v1/deliveries/{}/redrive", d[0]["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
     assert_eq!(status, 409);
-    assert!(problem["type"].as_str().unwrap().ends_with("delivery-not-finished"));
+    assert!(problem["type"]
+        .as_str()
+        .unwrap()
+        .ends_with("delivery-not-finished"));
     app.stop().await;
 }
 
@@ -115,31 +187,60 @@ async fn bulk_redrive_filters_and_counts_dead_letters() {
     let app = TestApp::spawn().await;
     let rx = Receiver::start().await;
     rx.set_reply(Reply::Status(503));
-    let a = app.endpoint(json!({"url": rx.url("/a"), "max_attempts": 1})).await;
-    let _b = app.endpoint(json!({"url": rx.url("/b"), "max_attempts": 1})).await;
+    let a = app
+        .endpoint(json!({"url": rx.url("/a"), "max_attempts": 1}))
+        .await;
+    let _b = app
+        .endpoint(json!({"url": rx.url("/b"), "max_attempts": 1}))
+        .await;
     for i in 0..3 {
         app.publish("order.created", json!({"i": i})).await;
     }
     app.publish("user.created", json!({})).await;
-    app.wait_deliveries("status=dead", WAIT, |d| d.len() == 8).await;
+    app.wait_deliveries("status=dead", WAIT, |d| d.len() == 8)
+        .await;
 
-    let (_, n) = app.post("/v1/dead-letters/redrive", json!({"endpoint_id": a, "event_type": "order.created", "dry_run": true})).await;
+    let (_, n) = app
+        .post(
+            "/v1/dead-letters/redrive",
+            json!({"endpoint_id": a, "event_type": "order.created", "dry_run": true}),
+        )
+        .await;
     assert_eq!(n["redriven"], 3);
-    assert_eq!(app.wait_deliveries("status=dead", WAIT, |d| d.len() == 8).await.len(), 8, "a dry run changes nothing");
+    assert_eq!(
+        app.wait_deliveries("status=dead", WAIT, |d| d.len() == 8)
+            .await
+            .len(),
+        8,
+        "a dry run changes nothing"
+    );
 
     rx.set_reply(Reply::Status(200));
-    let (_, n) = app.post("/v1/dead-letters/redrive", json!({"endpoint_id": a, "event_type": "order.created"})).await;
+    let (_, n) = app
+        .post(
+            "/v1/dead-letters/redrive",
+            json!({"endpoint_id": a, "event_type": "order.created"}),
+        )
+        .await;
     assert_eq!(n["redriven"], 3);
-    app.wait_deliveries("status=succeeded", WAIT, |d| d.len() == 3).await;
-    let dead = app.wait_deliveries("status=dead", WAIT, |d| d.len() == 5).await;
-    assert!(dead.iter().all(|d| d["endpoint_id"] != a.as_str() || d["event_type"] != "order.created"));
+    app.wait_deliveries("status=succeeded", WAIT, |d| d.len() == 3)
+        .await;
+    let dead = app
+        .wait_deliveries("status=dead", WAIT, |d| d.len() == 5)
+        .await;
+    assert!(dead
+        .iter()
+        .all(|d| d["endpoint_id"] != a.as_str() || d["event_type"] != "order.created"));
 
     let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
-    let (_, n) = app.post("/v1/dead-letters/redrive", json!({"since": future})).await;
+    let (_, n) = app
+        .post("/v1/dead-letters/redrive", json!({"since": future}))
+        .await;
     assert_eq!(n["redriven"], 0);
     let (_, n) = app.post("/v1/dead-letters/redrive", json!({})).await;
     assert_eq!(n["redriven"], 5);
-    app.wait_deliveries("status=succeeded", WAIT, |d| d.len() == 8).await;
+    app.wait_deliveries("status=succeeded", WAIT, |d| d.len() == 8)
+        .await;
     app.stop().await;
 }
 
@@ -148,18 +249,30 @@ async fn a_paused_endpoint_holds_deliveries_without_spending_attempts() {
     let app = TestApp::spawn().await;
     let rx = Receiver::start().await;
     let ep = app.endpoint(json!({"url": rx.url("/hook")})).await;
-    let (status, paused) = app.post(&format!("/v1/endpoints/{ep}/pause"), json!({})).await;
+    let (status, paused) = app
+        .post(&format!("/v1/endpoints/{ep}/pause"), json!({}))
+        .await;
     assert_eq!((status, paused["status"].as_str()), (200, Some("paused")));
     let event_id = app.publish("x.y", json!({})).await;
-    let held = app.wait_deliveries(&format!("event_id={event_id}"), WAIT, |d| d.len() == 1).await;
+    let held = app
+        .wait_deliveries(&format!("event_id={event_id}"), WAIT, |d| d.len() == 1)
+        .await;
     assert_eq!(held[0]["status"], "pending");
     assert_eq!(held[0]["attempts"], 0);
-    assert!(held[0]["next_attempt_at"].is_null(), "held deliveries are not scheduled");
+    assert!(
+        held[0]["next_attempt_at"].is_null(),
+        "held deliveries are not scheduled"
+    );
     assert!(rx.received().is_empty());
 
-    app.post(&format!("/v1/endpoints/{ep}/resume"), json!({})).await;
+    app.post(&format!("/v1/endpoints/{ep}/resume"), json!({}))
+        .await;
     rx.wait_for(1, WAIT).await;
-    let d = app.wait_deliveries(&format!("event_id={event_id}"), WAIT, |d| d[0]["status"] == "succeeded").await;
+    let d = app
+        .wait_deliveries(&format!("event_id={event_id}"), WAIT, |d| {
+            d[0]["status"] == "succeeded"
+        })
+        .await;
     assert_eq!(d[0]["attempts"], 1);
     app.stop().await;
 }
@@ -172,12 +285,19 @@ async fn retry_after_is_honoured_when_longer_than_the_backoff() {
     app.endpoint(json!({"url": rx.url("/hook")})).await;
     let event_id = app.publish("x.y", json!({})).await;
     let d = app
-        .wait_deliveries(&format!("event_id={event_id}"), WAIT, |d| d.len() == 1 && d[0]["attempts"] == 1 && d[0]["status"] == "pending")
+        .wait_deliveries(&format!("event_id={event_id}"), WAIT, |d| {
+            d.len() == 1 && d[0]["attempts"] == 1 && d[0]["status"] == "pending"
+        })
         .await;
-    let next = chrono::DateTime::parse_from_rfc3339(d[0]["next_attempt_at"].as_str().unwrap()).unwrap();
-    let updated = chrono::DateTime::parse_from_rfc3339(d[0]["updated_at"].as_str().unwrap()).unwrap();
+    let next =
+        chrono::DateTime::parse_from_rfc3339(d[0]["next_attempt_at"].as_str().unwrap()).unwrap();
+    let updated =
+        chrono::DateTime::parse_from_rfc3339(d[0]["updated_at"].as_str().unwrap()).unwrap();
     let wait = (next - updated).num_milliseconds();
-    assert!((2800..=3500).contains(&wait), "Retry-After: 3 should schedule ~3 s later, got {wait} ms");
+    assert!(
+        (2800..=3500).contains(&wait),
+        "Retry-After: 3 should schedule ~3 s later, got {wait} ms"
+    );
     app.stop().await;
 }
 
@@ -188,7 +308,11 @@ async fn gone_disables_the_endpoint_and_dead_letters_its_queue() {
     rx.set_reply(Reply::Status(410));
     let ep = app.endpoint(json!({"url": rx.url("/hook")})).await;
     let event_id = app.publish("x.y", json!({})).await;
-    let d = app.wait_deliveries(&format!("event_id={event_id}"), WAIT, |d| d[0]["status"] == "dead").await;
+    let d = app
+        .wait_deliveries(&format!("event_id={event_id}"), WAIT, |d| {
+            d[0]["status"] == "dead"
+        })
+        .await;
     assert_eq!(d[0]["attempts"], 1, "410 is not retried");
     crate::common::eventually("endpoint disabled", WAIT, || async {
         let (_, e) = app.get(&format!("/v1/endpoints/{ep}")).await;
@@ -198,7 +322,9 @@ async fn gone_disables_the_endpoint_and_dead_letters_its_queue() {
     let (_, e) = app.get(&format!("/v1/endpoints/{ep}")).await;
     assert!(e["disabled_reason"].as_str().unwrap().contains("410"));
     // New events no longer fan out to a disabled endpoint.
-    let (_, ev) = app.post("/v1/events", json!({"event_type": "x.y", "payload": {}})).await;
+    let (_, ev) = app
+        .post("/v1/events", json!({"event_type": "x.y", "payload": {}}))
+        .await;
     assert_eq!(ev["deliveries"], 0);
     app.stop().await;
 }
@@ -208,9 +334,14 @@ async fn redirects_are_not_followed() {
     let app = TestApp::spawn().await;
     let rx = Receiver::start().await;
     rx.set_reply(Reply::Status(302));
-    app.endpoint(json!({"url": rx.url("/hook"), "max_attempts": 1})).await;
+    app.endpoint(json!({"url": rx.url("/hook"), "max_attempts": 1}))
+        .await;
     let event_id = app.publish("x.y", json!({})).await;
-    let d = app.wait_deliveries(&format!("event_id={event_id}"), WAIT, |d| d[0]["status"] == "dead").await;
+    let d = app
+        .wait_deliveries(&format!("event_id={event_id}"), WAIT, |d| {
+            d[0]["status"] == "dead"
+        })
+        .await;
     assert_eq!(d[0]["last_status_code"], 302);
     assert!(d[0]["last_error"].as_str().unwrap().contains("redirect"));
     assert_eq!(rx.received().len(), 1);
@@ -223,7 +354,9 @@ async fn a_rotated_secret_keeps_signing_alongside_the_new_one() {
     let rx = Receiver::start().await;
     let ep = app.endpoint(json!({"url": rx.url("/hook")})).await;
     let (_, old) = app.get(&format!("/v1/endpoints/{ep}/secret")).await;
-    let (status, new) = app.post(&format!("/v1/endpoints/{ep}/secret/rotate"), json!({})).await;
+    let (status, new) = app
+        .post(&format!("/v1/endpoints/{ep}/secret/rotate"), json!({}))
+        .await;
     assert_eq!(status, 200);
     assert_ne!(old["secret"], new["secret"]);
     let (_, current) = app.get(&format!("/v1/endpoints/{ep}/secret")).await;
@@ -231,9 +364,16 @@ async fn a_rotated_secret_keeps_signing_alongside_the_new_one() {
     app.publish("x.y", json!({})).await;
     let got = rx.wait_for(1, WAIT).await;
     let sig = got[0].header("webhook-signature");
-    assert_eq!(sig.split(' ').count(), 2, "both secrets sign during the overlap: {sig}");
+    assert_eq!(
+        sig.split(' ').count(),
+        2,
+        "both secrets sign during the overlap: {sig}"
+    );
     for s in [&old["secret"], &new["secret"]] {
-        standardwebhooks::Webhook::new(s.as_str().unwrap()).unwrap().verify(&got[0].body, &got[0].headers).unwrap();
+        standardwebhooks::Webhook::new(s.as_str().unwrap())
+            .unwrap()
+            .verify(&got[0].body, &got[0].headers)
+            .unwrap();
     }
     app.stop().await;
 }
@@ -242,10 +382,22 @@ async fn a_rotated_secret_keeps_signing_alongside_the_new_one() {
 async fn secrets_are_encrypted_at_rest() {
     let app = TestApp::spawn().await;
     let secret = Secret::generate();
-    app.endpoint(json!({"url": "https://93.184.216.34/hook", "secret": secret.expose()})).await;
-    let (blob,): (Vec<u8>,) = sqlx::query_as("SELECT secret_enc FROM endpoints").fetch_one(app.store.pool()).await.unwrap();
-    assert!(!blob.windows(secret.as_bytes().len()).any(|w| w == secret.as_bytes()), "plaintext secret in the table");
-    let dump: (String,) = sqlx::query_as("SELECT row_to_json(e)::text FROM endpoints e").fetch_one(app.store.pool()).await.unwrap();
+    app.endpoint(json!({"url": "https://93.184.216.34/hook", "secret": secret.expose()}))
+        .await;
+    let (blob,): (Vec<u8>,) = sqlx::query_as("SELECT secret_enc FROM endpoints")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert!(
+        !blob
+            .windows(secret.as_bytes().len())
+            .any(|w| w == secret.as_bytes()),
+        "plaintext secret in the table"
+    );
+    let dump: (String,) = sqlx::query_as("SELECT row_to_json(e)::text FROM endpoints e")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
     assert!(!dump.0.contains(&secret.expose()[6..]));
     app.stop().await;
 }
@@ -255,11 +407,18 @@ async fn deleting_an_endpoint_dead_letters_its_pending_deliveries() {
     let app = TestApp::spawn().await;
     let rx = Receiver::start().await;
     let ep = app.endpoint(json!({"url": rx.url("/hook")})).await;
-    app.post(&format!("/v1/endpoints/{ep}/pause"), json!({})).await;
+    app.post(&format!("/v1/endpoints/{ep}/pause"), json!({}))
+        .await;
     let event_id = app.publish("x.y", json!({})).await;
-    let r = app.req(reqwest::Method::DELETE, &format!("/v1/endpoints/{ep}")).send().await.unwrap();
+    let r = app
+        .req(reqwest::Method::DELETE, &format!("/v1/endpoints/{ep}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
-    let d = app.wait_deliveries(&format!("event_id={event_id}"), WAIT, |d| d.len() == 1).await;
+    let d = app
+        .wait_deliveries(&format!("event_id={event_id}"), WAIT, |d| d.len() == 1)
+        .await;
     assert_eq!(d[0]["status"], "dead");
     assert_eq!(d[0]["last_error"], "endpoint deleted");
     let (status, _) = app.get(&format!("/v1/endpoints/{ep}")).await;

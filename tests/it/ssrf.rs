@@ -9,7 +9,11 @@ use crate::common::{Options, Receiver, TestApp};
 
 #[tokio::test]
 async fn registration_refuses_internal_targets_in_every_spelling() {
-    let app = TestApp::spawn_with(Options { worker: false, configure: Box::new(|c| c.allow_private_targets.clear()) }).await;
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        configure: Box::new(|c| c.allow_private_targets.clear()),
+    })
+    .await;
     let cases = [
         ("http://127.0.0.1/", "ssrf-loopback"),
         ("http://127.1/", "ssrf-loopback"),
@@ -34,12 +38,21 @@ async fn registration_refuses_internal_targets_in_every_spelling() {
     for (url, slug) in cases {
         let (status, p) = app.post("/v1/endpoints", json!({"url": url})).await;
         assert_eq!(status, 422, "{url} -> {p}");
-        assert_eq!(p["type"], format!("https://hookit.dev/problems/{slug}"), "{url}");
+        assert_eq!(
+            p["type"],
+            format!("https://hookit.dev/problems/{slug}"),
+            "{url}"
+        );
         assert!(p["detail"].as_str().unwrap().len() > 10);
     }
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM endpoints").fetch_one(app.store.pool()).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM endpoints")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
     assert_eq!(n, 0);
-    let (status, _) = app.post("/v1/endpoints", json!({"url": "https://93.184.216.34/ok"})).await;
+    let (status, _) = app
+        .post("/v1/endpoints", json!({"url": "https://93.184.216.34/ok"}))
+        .await;
     assert_eq!(status, 201);
     app.stop().await;
 }
@@ -48,20 +61,44 @@ async fn registration_refuses_internal_targets_in_every_spelling() {
 async fn delivery_rechecks_the_target_at_send_time() {
     // Registered while 127.0.0.0/8 was allowed; the worker runs without the
     // exemption and must refuse to connect.
-    let app = TestApp::spawn_with(Options { worker: false, ..Default::default() }).await;
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
     let rx = Receiver::start().await;
-    app.endpoint(json!({"url": rx.url("/hook"), "max_attempts": 1})).await;
+    app.endpoint(json!({"url": rx.url("/hook"), "max_attempts": 1}))
+        .await;
     let ev = app.publish("a.b", json!({})).await;
     let mut cfg = app.cfg.clone();
     cfg.allow_private_targets.clear();
     let stop = tokio_util::sync::CancellationToken::new();
     let w = tokio::spawn({
         let (store, stop) = (app.store.clone(), stop.clone());
-        async move { hookit::worker::run(&cfg, store, std::sync::Arc::new(tokio::sync::Notify::new()), stop).await }
+        async move {
+            hookit::worker::run(
+                &cfg,
+                store,
+                std::sync::Arc::new(tokio::sync::Notify::new()),
+                stop,
+            )
+            .await
+        }
     });
-    let d = app.wait_deliveries(&format!("event_id={ev}"), Duration::from_secs(20), |d| d[0]["status"] == "dead").await;
-    assert!(d[0]["last_error"].as_str().unwrap().contains("SSRF"), "{}", d[0]);
-    assert!(rx.received().is_empty(), "nothing may reach the refused address");
+    let d = app
+        .wait_deliveries(&format!("event_id={ev}"), Duration::from_secs(20), |d| {
+            d[0]["status"] == "dead"
+        })
+        .await;
+    assert!(
+        d[0]["last_error"].as_str().unwrap().contains("SSRF"),
+        "{}",
+        d[0]
+    );
+    assert!(
+        rx.received().is_empty(),
+        "nothing may reach the refused address"
+    );
     stop.cancel();
     w.await.unwrap().unwrap();
     app.stop().await;
@@ -70,20 +107,41 @@ async fn delivery_rechecks_the_target_at_send_time() {
 #[tokio::test]
 async fn host_names_are_resolved_and_checked_at_send_time() {
     // `localhost` resolves to loopback: allowed only while exempted.
-    let app = TestApp::spawn_with(Options { worker: false, ..Default::default() }).await;
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
     let rx = Receiver::start().await;
     let port = rx.base.rsplit(':').next().unwrap().to_string();
-    app.endpoint(json!({"url": format!("http://localhost:{port}/hook"), "max_attempts": 1})).await;
+    app.endpoint(json!({"url": format!("http://localhost:{port}/hook"), "max_attempts": 1}))
+        .await;
     let ev = app.publish("a.b", json!({})).await;
     let mut cfg = app.cfg.clone();
     cfg.allow_private_targets = vec!["10.0.0.0/8".parse().unwrap()];
     let stop = tokio_util::sync::CancellationToken::new();
     let w = tokio::spawn({
         let (store, stop) = (app.store.clone(), stop.clone());
-        async move { hookit::worker::run(&cfg, store, std::sync::Arc::new(tokio::sync::Notify::new()), stop).await }
+        async move {
+            hookit::worker::run(
+                &cfg,
+                store,
+                std::sync::Arc::new(tokio::sync::Notify::new()),
+                stop,
+            )
+            .await
+        }
     });
-    let d = app.wait_deliveries(&format!("event_id={ev}"), Duration::from_secs(20), |d| d[0]["status"] == "dead").await;
-    assert!(d[0]["last_error"].as_str().unwrap().contains("loopback"), "{}", d[0]);
+    let d = app
+        .wait_deliveries(&format!("event_id={ev}"), Duration::from_secs(20), |d| {
+            d[0]["status"] == "dead"
+        })
+        .await;
+    assert!(
+        d[0]["last_error"].as_str().unwrap().contains("loopback"),
+        "{}",
+        d[0]
+    );
     assert!(rx.received().is_empty());
     stop.cancel();
     w.await.unwrap().unwrap();

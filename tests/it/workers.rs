@@ -13,8 +13,13 @@ use crate::common::{eventually, Options, Receiver, Reply, TestApp};
 
 #[tokio::test]
 async fn concurrent_claims_never_take_the_same_row() {
-    let app = TestApp::spawn_with(Options { worker: false, ..Default::default() }).await;
-    app.endpoint(json!({"url": "https://93.184.216.34/a"})).await;
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    app.endpoint(json!({"url": "https://93.184.216.34/a"}))
+        .await;
     for _ in 0..400 {
         app.publish("a.b", json!({})).await;
     }
@@ -45,14 +50,20 @@ async fn concurrent_claims_never_take_the_same_row() {
 
 #[tokio::test]
 async fn competing_workers_send_each_delivery_exactly_once() {
-    let app = TestApp::spawn_with(Options { worker: false, ..Default::default() }).await;
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
     let rx = Receiver::start().await;
     app.endpoint(json!({"url": rx.url("/hook")})).await;
     let stop = CancellationToken::new();
     let mut workers = Vec::new();
     for _ in 0..4 {
         let (cfg, store, stop) = (app.cfg.clone(), app.store.clone(), stop.clone());
-        workers.push(tokio::spawn(async move { hookit::worker::run(&cfg, store, Arc::new(Notify::new()), stop).await }));
+        workers.push(tokio::spawn(async move {
+            hookit::worker::run(&cfg, store, Arc::new(Notify::new()), stop).await
+        }));
     }
     let mut ids = HashSet::new();
     for i in 0..300 {
@@ -60,9 +71,17 @@ async fn competing_workers_send_each_delivery_exactly_once() {
     }
     let got = rx.wait_for(300, Duration::from_secs(60)).await;
     // Give stragglers a chance to show up as duplicates before counting.
-    app.wait_deliveries("status=succeeded", Duration::from_secs(30), |d| d.len() == 300).await;
+    app.wait_deliveries("status=succeeded", Duration::from_secs(30), |d| {
+        d.len() == 300
+    })
+    .await;
     let got_now = rx.received();
-    assert_eq!(got_now.len(), 300, "no delivery was sent twice (got {})", got_now.len());
+    assert_eq!(
+        got_now.len(),
+        300,
+        "no delivery was sent twice (got {})",
+        got_now.len()
+    );
     let mut per_id: HashMap<String, usize> = HashMap::new();
     for r in &got {
         *per_id.entry(r.header("webhook-id")).or_default() += 1;
@@ -78,10 +97,15 @@ async fn competing_workers_send_each_delivery_exactly_once() {
 
 #[tokio::test]
 async fn a_worker_killed_mid_flight_loses_nothing() {
-    let app = TestApp::spawn_with(Options { worker: false, ..Default::default() }).await;
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
     let rx = Receiver::start().await;
     rx.set_reply(Reply::Hang);
-    app.endpoint(json!({"url": rx.url("/hook"), "timeout_ms": 60000})).await;
+    app.endpoint(json!({"url": rx.url("/hook"), "timeout_ms": 60000}))
+        .await;
     let mut ids = HashSet::new();
     for i in 0..20 {
         ids.insert(app.publish("a.b", json!({"i": i})).await);
@@ -100,7 +124,11 @@ async fn a_worker_killed_mid_flight_loses_nothing() {
         .spawn()
         .unwrap();
     rx.wait_for(20, Duration::from_secs(30)).await;
-    let (in_flight,): (i64,) = sqlx::query_as("SELECT count(*) FROM deliveries WHERE status = 'in_flight'").fetch_one(app.store.pool()).await.unwrap();
+    let (in_flight,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM deliveries WHERE status = 'in_flight'")
+            .fetch_one(app.store.pool())
+            .await
+            .unwrap();
     assert_eq!(in_flight, 20);
     child.kill().await.unwrap(); // SIGKILL: no chance to release anything
 
@@ -112,11 +140,27 @@ async fn a_worker_killed_mid_flight_loses_nothing() {
         let (store, stop) = (app.store.clone(), stop.clone());
         async move { hookit::worker::run(&cfg, store, Arc::new(Notify::new()), stop).await }
     });
-    let done = app.wait_deliveries("status=succeeded", Duration::from_secs(30), |d| d.len() == 20).await;
-    let delivered: HashSet<String> = done.iter().map(|d| d["event_id"].as_str().unwrap().to_string()).collect();
-    assert_eq!(delivered, ids, "every event was delivered after the lease expired");
-    let second_round: HashSet<String> = rx.received()[20..].iter().map(|r| r.header("webhook-id")).collect();
-    assert_eq!(second_round, ids, "the retaken deliveries carry the same webhook-id");
+    let done = app
+        .wait_deliveries("status=succeeded", Duration::from_secs(30), |d| {
+            d.len() == 20
+        })
+        .await;
+    let delivered: HashSet<String> = done
+        .iter()
+        .map(|d| d["event_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        delivered, ids,
+        "every event was delivered after the lease expired"
+    );
+    let second_round: HashSet<String> = rx.received()[20..]
+        .iter()
+        .map(|r| r.header("webhook-id"))
+        .collect();
+    assert_eq!(
+        second_round, ids,
+        "the retaken deliveries carry the same webhook-id"
+    );
     stop.cancel();
     w.await.unwrap().unwrap();
     app.stop().await;
@@ -124,10 +168,15 @@ async fn a_worker_killed_mid_flight_loses_nothing() {
 
 #[tokio::test]
 async fn graceful_shutdown_releases_what_it_cannot_finish() {
-    let app = TestApp::spawn_with(Options { worker: false, ..Default::default() }).await;
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
     let rx = Receiver::start().await;
     rx.set_reply(Reply::Hang);
-    app.endpoint(json!({"url": rx.url("/hook"), "timeout_ms": 60000})).await;
+    app.endpoint(json!({"url": rx.url("/hook"), "timeout_ms": 60000}))
+        .await;
     for i in 0..5 {
         app.publish("a.b", json!({"i": i})).await;
     }
@@ -142,14 +191,24 @@ async fn graceful_shutdown_releases_what_it_cannot_finish() {
     let started = tokio::time::Instant::now();
     stop.cancel();
     w.await.unwrap().unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5), "shutdown waited past the grace period");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown waited past the grace period"
+    );
     let (pending,): (i64,) = sqlx::query_as("SELECT count(*) FROM deliveries WHERE status = 'pending' AND lease_owner IS NULL AND next_attempt_at IS NOT NULL")
         .fetch_one(app.store.pool())
         .await
         .unwrap();
-    assert_eq!(pending, 5, "unfinished deliveries go back to the queue at once");
+    assert_eq!(
+        pending, 5,
+        "unfinished deliveries go back to the queue at once"
+    );
     eventually("nothing left in flight", Duration::from_secs(1), || async {
-        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM deliveries WHERE status = 'in_flight'").fetch_one(app.store.pool()).await.unwrap();
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM deliveries WHERE status = 'in_flight'")
+                .fetch_one(app.store.pool())
+                .await
+                .unwrap();
         n == 0
     })
     .await;

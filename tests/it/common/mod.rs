@@ -45,27 +45,49 @@ pub fn cluster() -> &'static Cluster {
             let parsed = url::Url::parse(&url).expect("DATABASE_URL must be a URL");
             let mut base = parsed.clone();
             base.set_path("");
-            return Cluster { url_base: base.as_str().trim_end_matches('/').to_string(), dir: None, port: parsed.port().unwrap_or(5432) };
+            return Cluster {
+                url_base: base.as_str().trim_end_matches('/').to_string(),
+                dir: None,
+                port: parsed.port().unwrap_or(5432),
+            };
         }
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("test-postgres".into())
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
                 rt.block_on(async move {
-                    let dir = tempfile::Builder::new().prefix("hookit-test-pg-").tempdir().expect("tempdir").keep();
-                    let opts = StartOptions { die_with_parent: true, ..Default::default() };
-                    let pg = EmbeddedPg::start_with(&dir, &opts).await.expect("starting the private test PostgreSQL");
+                    let dir = tempfile::Builder::new()
+                        .prefix("hookit-test-pg-")
+                        .tempdir()
+                        .expect("tempdir")
+                        .keep();
+                    let opts = StartOptions {
+                        die_with_parent: true,
+                        ..Default::default()
+                    };
+                    let pg = EmbeddedPg::start_with(&dir, &opts)
+                        .await
+                        .expect("starting the private test PostgreSQL");
                     let url = pg.url("postgres");
                     let base = url.trim_end_matches("/postgres").to_string();
-                    tx.send(Cluster { url_base: base, dir: Some(dir), port: pg.port() }).expect("send");
+                    tx.send(Cluster {
+                        url_base: base,
+                        dir: Some(dir),
+                        port: pg.port(),
+                    })
+                    .expect("send");
                     // Keep the server (and this thread) alive for the life of the process.
                     std::future::pending::<()>().await;
                     drop(pg);
                 });
             })
             .expect("spawning the postgres thread");
-        rx.recv().expect("the test PostgreSQL failed to start (see the panic above)")
+        rx.recv()
+            .expect("the test PostgreSQL failed to start (see the panic above)")
     })
 }
 
@@ -73,19 +95,30 @@ pub fn cluster() -> &'static Cluster {
 pub async fn fresh_database() -> String {
     let c = cluster();
     let _guard = CREATE_LOCK.lock().await;
-    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", c.url_base)).await.expect("admin connection");
-    let template_ready: Option<(i32,)> = sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = 'hookit_template'")
-        .fetch_optional(&mut admin)
+    let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", c.url_base))
         .await
-        .expect("query");
+        .expect("admin connection");
+    let template_ready: Option<(i32,)> =
+        sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = 'hookit_template'")
+            .fetch_optional(&mut admin)
+            .await
+            .expect("query");
     if template_ready.is_none() {
-        sqlx::query("CREATE DATABASE hookit_template").execute(&mut admin).await.expect("create template");
-        let pool = db::connect(&format!("{}/hookit_template", c.url_base), 2).await.expect("pool");
+        sqlx::query("CREATE DATABASE hookit_template")
+            .execute(&mut admin)
+            .await
+            .expect("create template");
+        let pool = db::connect(&format!("{}/hookit_template", c.url_base), 2)
+            .await
+            .expect("pool");
         db::migrate(&pool).await.expect("migrate template");
         pool.close().await;
     }
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE hookit_template")).execute(&mut admin).await.expect("create test database");
+    sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE hookit_template"))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
     format!("{}/{name}", c.url_base)
 }
 
@@ -130,7 +163,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { worker: true, configure: Box::new(|_| {}) }
+        Self {
+            worker: true,
+            configure: Box::new(|_| {}),
+        }
     }
 }
 
@@ -154,16 +190,36 @@ impl TestApp {
         let shutdown = CancellationToken::new();
         let local_wake = Arc::new(Notify::new());
         let work = Arc::new(Notify::new());
-        api::spawn_notifier(store.clone(), work.clone(), Some(local_wake.clone()), shutdown.clone());
+        api::spawn_notifier(
+            store.clone(),
+            work.clone(),
+            Some(local_wake.clone()),
+            shutdown.clone(),
+        );
         let state = AppState::new(&cfg, store.clone(), work, None);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let api = tokio::spawn(api::serve_on(listener, state, shutdown.clone()));
         let worker = opts.worker.then(|| {
-            let (cfg, store, wake, stop) = (cfg.clone(), store.clone(), local_wake.clone(), shutdown.clone());
+            let (cfg, store, wake, stop) = (
+                cfg.clone(),
+                store.clone(),
+                local_wake.clone(),
+                shutdown.clone(),
+            );
             tokio::spawn(async move { hookit::worker::run(&cfg, store, wake, stop).await })
         });
-        Self { base, store, cfg, key, http: reqwest::Client::new(), master_key_b64, shutdown, worker, api }
+        Self {
+            base,
+            store,
+            cfg,
+            key,
+            http: reqwest::Client::new(),
+            master_key_b64,
+            shutdown,
+            worker,
+            api,
+        }
     }
 
     /// The master key, as `HOOKIT_MASTER_KEY` would carry it (for child processes).
@@ -182,13 +238,25 @@ impl TestApp {
     }
 
     /// A request with a given key.
-    pub fn req_as(&self, key: &str, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(key)
+    pub fn req_as(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(key)
     }
 
     /// POST JSON, returning status and body.
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self.req(reqwest::Method::POST, path).json(&body).send().await.unwrap();
+        let r = self
+            .req(reqwest::Method::POST, path)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -209,21 +277,36 @@ impl TestApp {
 
     /// Publishes an event; returns its id.
     pub async fn publish(&self, event_type: &str, payload: Value) -> String {
-        let (status, ev) = self.post("/v1/events", json!({"event_type": event_type, "payload": payload})).await;
+        let (status, ev) = self
+            .post(
+                "/v1/events",
+                json!({"event_type": event_type, "payload": payload}),
+            )
+            .await;
         assert_eq!(status, 202, "publish failed: {ev}");
         ev["id"].as_str().unwrap().to_string()
     }
 
     /// Waits (bounded) until the delivery listing with `query` satisfies `pred`.
-    pub async fn wait_deliveries(&self, query: &str, timeout: Duration, pred: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    pub async fn wait_deliveries(
+        &self,
+        query: &str,
+        timeout: Duration,
+        pred: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let (_, page) = self.get(&format!("/v1/deliveries?limit=1000&{query}")).await;
+            let (_, page) = self
+                .get(&format!("/v1/deliveries?limit=1000&{query}"))
+                .await;
             let data = page["data"].as_array().cloned().unwrap_or_default();
             if pred(&data) {
                 return data;
             }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for deliveries ({query}); last: {data:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for deliveries ({query}); last: {data:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -246,7 +329,10 @@ where
 {
     let deadline = tokio::time::Instant::now() + timeout;
     while !f().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

@@ -40,7 +40,11 @@ pub struct Received {
 impl Received {
     /// A header as a string.
     pub fn header(&self, name: &str) -> String {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
     }
 }
 
@@ -70,11 +74,17 @@ impl Receiver {
             log: Arc::default(),
             count: tx,
         };
-        let app = Router::new().fallback(post(handle)).with_state(shared.clone());
+        let app = Router::new()
+            .fallback(post(handle))
+            .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { base, shared, count: rx }
+        Self {
+            base,
+            shared,
+            count: rx,
+        }
     }
 
     /// URL of a path on this receiver.
@@ -89,7 +99,11 @@ impl Receiver {
 
     /// Sets the reply of one path.
     pub fn set_path_reply(&self, path: &str, r: Reply) {
-        self.shared.reply.lock().unwrap().insert(path.to_string(), r);
+        self.shared
+            .reply
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), r);
     }
 
     /// Everything received so far.
@@ -102,22 +116,45 @@ impl Receiver {
         let mut rx = self.count.clone();
         let ok = tokio::time::timeout(timeout, rx.wait_for(|c| *c >= n)).await;
         let got = self.received();
-        assert!(ok.is_ok(), "receiver got {} requests, expected {n} within {timeout:?}", got.len());
+        assert!(
+            ok.is_ok(),
+            "receiver got {} requests, expected {n} within {timeout:?}",
+            got.len()
+        );
         got
     }
 }
 
-async fn handle(State(s): State<Shared>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(s): State<Shared>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path().to_string();
-    let reply = s.reply.lock().unwrap().get(&path).cloned().unwrap_or_else(|| s.default.lock().unwrap().clone());
+    let reply = s
+        .reply
+        .lock()
+        .unwrap()
+        .get(&path)
+        .cloned()
+        .unwrap_or_else(|| s.default.lock().unwrap().clone());
     {
         let mut log = s.log.lock().unwrap();
-        log.push(Received { headers, body, path });
+        log.push(Received {
+            headers,
+            body,
+            path,
+        });
         s.count.send_replace(log.len());
     }
     match reply {
         Reply::Status(code) => StatusCode::from_u16(code).unwrap().into_response(),
-        Reply::RetryAfter(code, secs) => (StatusCode::from_u16(code).unwrap(), [("retry-after", secs.to_string())]).into_response(),
+        Reply::RetryAfter(code, secs) => (
+            StatusCode::from_u16(code).unwrap(),
+            [("retry-after", secs.to_string())],
+        )
+            .into_response(),
         Reply::Delay(d) => {
             tokio::time::sleep(d).await;
             StatusCode::OK.into_response()
