@@ -261,6 +261,10 @@ fn referencing(
 
 /// Both controllers, until `stop` (leadership ended or shutdown).
 async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
+    // Another replica may have led in between: start from what the database says.
+    if let Ok(mut applied) = ctx.applied.lock() {
+        applied.clear();
+    }
     let secrets = ctx.api::<api_key::SecretMeta>();
     let endpoints = Controller::new(ctx.api::<WebhookEndpoint>(), watcher::Config::default());
     let cache = endpoints.store();

@@ -438,3 +438,75 @@ async fn deleting_a_webhookendpoint_retires_it_and_dead_letters_its_pending_deli
     app.stop().await;
     kube.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_endpoint_the_worker_disabled_stays_disabled_until_the_spec_resumes_it() {
+    let Some(kube) = Kube::setup("we-disabled").await else {
+        return;
+    };
+    let ns = kube.ns.as_str();
+    let app = TestApp::spawn_with(no_worker()).await;
+    let ctl = RunningController::start(
+        RunningController::config(ns, "solo"),
+        kube.client.clone(),
+        app.store.clone(),
+    );
+    apply(
+        &kube,
+        &manifest(ns, "flaky", "  url: http://127.0.0.1:9/flaky\n"),
+    )
+    .await;
+    let we = wait_ready(&kube, "flaky", "True", None).await;
+    let id = endpoint_id(&we);
+
+    // What the worker does after a 410 Gone or days of failures.
+    app.store
+        .disable_endpoint(id.uuid(), "410 Gone")
+        .await
+        .unwrap();
+    // The periodic refresh (1s here) reports it and must not undo it.
+    let we = wait_ready(&kube, "flaky", "False", Some("Disabled")).await;
+    assert!(we
+        .status
+        .as_ref()
+        .unwrap()
+        .ready()
+        .unwrap()
+        .message
+        .contains("410 Gone"));
+    assert_eq!(we.status.unwrap().state.as_deref(), Some("disabled"));
+    assert_eq!(
+        app.store.get_endpoint(ns, id).await.unwrap().status,
+        "disabled"
+    );
+
+    // Pausing and resuming through the spec brings it back.
+    apply(
+        &kube,
+        &manifest(
+            ns,
+            "flaky",
+            "  url: http://127.0.0.1:9/flaky\n  paused: true\n",
+        ),
+    )
+    .await;
+    wait_ready(&kube, "flaky", "False", Some("Disabled")).await;
+    apply(
+        &kube,
+        &manifest(
+            ns,
+            "flaky",
+            "  url: http://127.0.0.1:9/flaky\n  paused: false\n",
+        ),
+    )
+    .await;
+    wait_ready(&kube, "flaky", "True", Some("Delivering")).await;
+    assert_eq!(
+        app.store.get_endpoint(ns, id).await.unwrap().status,
+        "active"
+    );
+
+    ctl.stop().await;
+    app.stop().await;
+    kube.cleanup().await;
+}
