@@ -63,6 +63,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// `HOOKIT_DISABLE_AFTER`: an endpoint failing continuously this long is disabled.
     pub disable_after: Duration,
+    /// `HOOKIT_CIRCUIT_THRESHOLD`: consecutive failures that open an endpoint's circuit.
+    pub circuit_threshold: i32,
+    /// `HOOKIT_CIRCUIT_PROBE`: first probe interval of an open circuit (doubles per failed probe).
+    pub circuit_probe: Duration,
     /// `POD_NAME`: the controller replica's identity in leader election.
     pub pod_name: Option<String>,
     /// `POD_NAMESPACE`: where the controller's leader-election Lease lives.
@@ -216,6 +220,8 @@ impl Config {
             max_endpoints_per_tenant: number("HOOKIT_MAX_ENDPOINTS", 1000, 1, 1_000_000)? as i64,
             shutdown_grace: duration("HOOKIT_SHUTDOWN_GRACE", "30s")?,
             disable_after: duration("HOOKIT_DISABLE_AFTER", "5days")?,
+            circuit_threshold: number("HOOKIT_CIRCUIT_THRESHOLD", 20, 1, 10_000)? as i32,
+            circuit_probe: duration("HOOKIT_CIRCUIT_PROBE", "5s")?,
             pod_name: get("POD_NAME"),
             pod_namespace: get("POD_NAMESPACE"),
             watch_namespace: get("HOOKIT_WATCH_NAMESPACE"),

@@ -180,8 +180,11 @@ async fn write(pool: &sqlx::PgPool, batch: &mut Vec<Job>) {
             }
         }
         Err(e) => {
-            // Nothing of the batch was committed; every request gets the error
-            // (503 when the database is unreachable), so no 2xx without a commit.
+            // Every request of the batch gets the error (503 when the database is
+            // unreachable), so there is no 2xx without a commit. (If the connection
+            // dropped just after the commit, the events may exist: a retry with the
+            // same Idempotency-Key then replays instead of duplicating.) Every row is
+            // validated before it is queued, so one request cannot fail a batch.
             let unavailable = crate::error::is_unavailable(&e);
             tracing::warn!(error = %e, events = batch.len(), "ingestion batch failed");
             for j in batch.drain(..) {

@@ -219,6 +219,17 @@ pub struct Completion {
     pub started_at: DateTime<Utc>,
     /// How long it took.
     pub duration_ms: i32,
+    /// Whether this attempt was the probe of an open circuit.
+    pub probe: bool,
+}
+
+/// What [`Store::complete`] wrote.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Completed {
+    /// Deliveries still leased to us and written.
+    pub written: u64,
+    /// Deliveries made due because a probe closed their endpoint's circuit.
+    pub unheld: u64,
 }
 
 /// Cuts a response body to [`RESPONSE_EXCERPT`] bytes on a character boundary.
@@ -295,9 +306,9 @@ impl Store {
         batch: &[Completion],
         circuit_threshold: i32,
         probe_ms: i64,
-    ) -> Result<u64> {
+    ) -> Result<Completed> {
         if batch.is_empty() {
-            return Ok(0);
+            return Ok(Completed::default());
         }
         let n = batch.len();
         let mut ids = Vec::with_capacity(n);
@@ -310,7 +321,9 @@ impl Store {
         let mut bodies = Vec::with_capacity(n);
         let mut started = Vec::with_capacity(n);
         let mut durations = Vec::with_capacity(n);
+        let mut probes = Vec::with_capacity(n);
         for c in batch {
+            probes.push(c.probe);
             ids.push(c.id);
             attempts.push(c.attempt);
             statuses.push(c.status);
@@ -322,11 +335,11 @@ impl Store {
             started.push(c.started_at);
             durations.push(c.duration_ms);
         }
-        let (written,): (i64,) = sqlx::query_as(
+        let (written, unheld): (i64, i64) = sqlx::query_as(
             "WITH input AS (
                 SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::timestamptz[], $6::bool[], $7::int[],
-                                     $8::text[], $9::text[], $10::timestamptz[], $11::int[])
-                  AS u(id, attempt, status, next_at, ok, code, err, body, started, dur)
+                                     $8::text[], $9::text[], $10::timestamptz[], $11::int[], $14::bool[])
+                  AS u(id, attempt, status, next_at, ok, code, err, body, started, dur, probe)
              ), upd AS (
                 UPDATE deliveries d
                 SET status = u.status::delivery_status, attempts = u.attempt, next_attempt_at = u.next_at,
@@ -343,31 +356,46 @@ impl Store {
                 FROM input u JOIN upd ON upd.id = u.id
                 ON CONFLICT DO NOTHING
              ), streak AS (
-                SELECT upd.endpoint_id, bool_or(u.ok) AS any_ok, count(*) FILTER (WHERE NOT u.ok) AS fails
+                SELECT upd.endpoint_id, bool_or(u.ok) AS any_ok, count(*) FILTER (WHERE NOT u.ok) AS fails,
+                       bool_or(u.probe AND NOT u.ok) AS probe_failed
                 FROM input u JOIN upd ON upd.id = u.id GROUP BY upd.endpoint_id
+             ), unheld AS (
+                -- A success closes an open circuit: the deliveries parked until the
+                -- next probe time are due now, not minutes later.
+                UPDATE deliveries d SET next_attempt_at = now(), updated_at = now()
+                FROM streak s JOIN endpoints e0 ON e0.id = s.endpoint_id
+                WHERE s.any_ok AND e0.circuit_open_until IS NOT NULL AND d.endpoint_id = s.endpoint_id
+                  AND d.status = 'pending' AND d.next_attempt_at > now() AND d.next_attempt_at <= e0.circuit_open_until
+                RETURNING 1
              ), ep AS (
                 -- Healthy endpoints are not written at all (no hot-row contention);
                 -- only a change of the failure streak touches the endpoint row.
-                UPDATE endpoints e
+                --
                 -- Circuit breaker: a streak reaching the threshold opens the circuit
-                -- for probe_ms; a failure while open (a failed probe) doubles the
-                -- interval up to 10 minutes; any success closes it.
+                -- for probe_ms; a failed *probe* doubles the interval (up to 10
+                -- minutes) and moves the next probe; failures of attempts that were
+                -- already in flight when it opened change nothing; any success closes it.
+                UPDATE endpoints e
                 SET consecutive_failures = CASE WHEN s.any_ok THEN 0 ELSE e.consecutive_failures + s.fails::int END,
                     failing_since = CASE WHEN s.any_ok THEN NULL ELSE coalesce(e.failing_since, now()) END,
                     circuit_probe_ms = CASE
                         WHEN s.any_ok THEN NULL
-                        WHEN e.circuit_open_until IS NOT NULL THEN least(coalesce(e.circuit_probe_ms, $13) * 2, 600000)
+                        WHEN e.circuit_open_until IS NOT NULL THEN
+                            CASE WHEN s.probe_failed THEN least(coalesce(e.circuit_probe_ms, $13) * 2, 600000) ELSE e.circuit_probe_ms END
                         WHEN e.consecutive_failures + s.fails >= $12 THEN $13
                         ELSE NULL END,
                     circuit_open_until = CASE
                         WHEN s.any_ok THEN NULL
-                        WHEN e.circuit_open_until IS NOT NULL THEN now() + least(coalesce(e.circuit_probe_ms, $13) * 2, 600000) * interval '1 millisecond'
+                        WHEN e.circuit_open_until IS NOT NULL THEN
+                            CASE WHEN s.probe_failed
+                                 THEN now() + least(coalesce(e.circuit_probe_ms, $13) * 2, 600000) * interval '1 millisecond'
+                                 ELSE e.circuit_open_until END
                         WHEN e.consecutive_failures + s.fails >= $12 THEN now() + $13 * interval '1 millisecond'
                         ELSE NULL END
                 FROM streak s
                 WHERE e.id = s.endpoint_id AND (NOT s.any_ok OR e.consecutive_failures > 0 OR e.circuit_open_until IS NOT NULL)
              )
-             SELECT count(*) FROM upd",
+             SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM unheld)",
         )
         .bind(owner)
         .bind(&ids)
@@ -382,20 +410,29 @@ impl Store {
         .bind(&durations)
         .bind(circuit_threshold)
         .bind(probe_ms)
+        .bind(&probes)
         .fetch_one(&self.pool)
         .await?;
-        Ok(written as u64)
+        Ok(Completed {
+            written: written as u64,
+            unheld: unheld as u64,
+        })
     }
 
     /// Claims the single probe of an endpoint whose circuit is open and due: the
     /// winner (None returned) sends one delivery; everyone else gets the time the
     /// next probe is due. The row update serialises competing workers.
-    pub async fn take_probe(&self, endpoint: Uuid) -> Result<Option<DateTime<Utc>>> {
+    pub async fn take_probe(
+        &self,
+        endpoint: Uuid,
+        default_probe_ms: i64,
+    ) -> Result<Option<DateTime<Utc>>> {
         let won: Option<(DateTime<Utc>,)> = sqlx::query_as(
-            "UPDATE endpoints SET circuit_open_until = now() + coalesce(circuit_probe_ms, 5000) * interval '1 millisecond'
+            "UPDATE endpoints SET circuit_open_until = now() + coalesce(circuit_probe_ms, $2) * interval '1 millisecond'
              WHERE id = $1 AND circuit_open_until <= now() RETURNING circuit_open_until",
         )
         .bind(endpoint)
+        .bind(default_probe_ms)
         .fetch_optional(&self.pool)
         .await?;
         if won.is_some() {

@@ -66,8 +66,8 @@ impl WorkerConfig {
             lease: c.lease,
             retry: c.retry,
             shutdown_grace: c.shutdown_grace,
-            circuit_threshold: 20,
-            circuit_probe: Duration::from_secs(5),
+            circuit_threshold: c.circuit_threshold,
+            circuit_probe: c.circuit_probe,
         }
     }
 }
@@ -255,14 +255,19 @@ impl Worker {
                 return;
             }
         }
+        let mut probe = false;
         if let Some(until) = d.circuit_open_until {
             // Open circuit: wait without spending an attempt, except for the one
             // delivery that wins the probe slot.
             if until > now {
                 return self.give_back(&d, Some(until), "circuit open").await;
             }
-            match self.store.take_probe(d.endpoint_id).await {
-                Ok(None) => {}
+            match self
+                .store
+                .take_probe(d.endpoint_id, self.cfg.circuit_probe.as_millis() as i64)
+                .await
+            {
+                Ok(None) => probe = true,
                 Ok(Some(next)) => {
                     return self
                         .give_back(&d, Some(next), "circuit open, probe taken")
@@ -311,7 +316,8 @@ impl Worker {
             }
         };
         let attempted = self.dispatcher.send(&d, &secrets).await;
-        let completion = self.decide(&d, attempted);
+        let mut completion = self.decide(&d, attempted);
+        completion.probe = probe;
         let gone = completion.status == "dead" && completion.status_code == Some(410);
         let _ = done
             .send(Done {
@@ -395,13 +401,17 @@ impl Worker {
             response_body: a.response_excerpt,
             started_at: a.started_at,
             duration_ms: a.duration.as_millis().min(i32::MAX as u128) as i32,
+            probe: false,
         }
     }
 
     async fn give_back(&self, d: &Claimed, at: Option<chrono::DateTime<Utc>>, why: &'static str) {
         debug!(reason = why, "released without an attempt");
-        if let Err(e) = self.store.release(self.id, &[d.id], at).await {
-            warn!(error = %e, "release failed; the lease will expire and be rescued");
+        match self.store.release(self.id, &[d.id], at).await {
+            // The claim loop may be asleep past this new due time: let it recompute.
+            Ok(_) if at.is_some() => self.wake.notify_one(),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "release failed; the lease will expire and be rescued"),
         }
     }
 
@@ -440,12 +450,17 @@ impl Worker {
                     )
                     .await
                 {
-                    Ok(written) => {
-                        if (written as usize) < completions.len() {
+                    Ok(done) => {
+                        if (done.written as usize) < completions.len() {
                             warn!(
-                                lost = completions.len() - written as usize,
+                                lost = completions.len() - done.written as usize,
                                 "some leases were rescued by another worker before completion"
                             );
+                        }
+                        // New due times (retries, or deliveries a closed circuit
+                        // released): the claim loop may be asleep past them.
+                        if done.unheld > 0 || completions.iter().any(|c| c.status == "pending") {
+                            self.wake.notify_one();
                         }
                         break;
                     }

@@ -5,6 +5,7 @@ mod cli;
 mod common;
 mod delivery;
 mod idempotency;
+mod operator;
 mod resilience;
 mod ssrf;
 mod workers;

@@ -124,15 +124,19 @@ pub async fn fresh_database() -> String {
 
 /// A test configuration: loopback targets allowed, fast retries.
 pub fn test_config() -> Config {
-    let mut cfg = Config::default();
-    cfg.allow_private_targets = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
-    cfg.retry.base = Duration::from_millis(100);
-    cfg.retry.cap = Duration::from_millis(400);
-    cfg.retry.max_attempts = 3;
-    cfg.lease = Duration::from_secs(10);
-    cfg.request_timeout = Duration::from_secs(5);
-    cfg.shutdown_grace = Duration::from_secs(5);
-    cfg
+    let defaults = Config::default();
+    Config {
+        allow_private_targets: vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
+        retry: hookit::domain::retry::RetryPolicy {
+            base: Duration::from_millis(100),
+            cap: Duration::from_millis(400),
+            max_attempts: 3,
+        },
+        lease: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(5),
+        shutdown_grace: Duration::from_secs(5),
+        ..defaults
+    }
 }
 
 /// The app (API, and optionally a worker) running in-process against a fresh database.
