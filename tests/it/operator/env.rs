@@ -60,13 +60,15 @@ fn skip_or_fail(why: String) -> Option<Env> {
     if std::env::var("HOOKIT_REQUIRE_K8S").as_deref() == Ok("1") {
         panic!("HOOKIT_REQUIRE_K8S=1 but {why}");
     }
-    eprintln!(
+    // Straight to the process's stderr: the test harness captures eprintln!.
+    let banner = format!(
         "\n**********************************************************************\n\
          SKIPPING the operator tests: {why}.\n\
          Build the binaries with scripts/k8s-bins.sh, or point HOOKIT_KUBECONFIG at a\n\
          cluster; set HOOKIT_REQUIRE_K8S=1 to make this a failure.\n\
          **********************************************************************\n"
     );
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), banner.as_bytes());
     None
 }
 
