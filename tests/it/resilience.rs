@@ -1343,7 +1343,12 @@ async fn a_successful_probe_makes_the_parked_deliveries_due() {
         None,
         "the probe slot"
     );
-    let next = app.store.take_probe(ep, 5000).await.unwrap().expect("taken");
+    let next = app
+        .store
+        .take_probe(ep, 5000)
+        .await
+        .unwrap()
+        .expect("taken");
     let parked: Vec<_> = claimed[1..].iter().map(|c| c.id).collect();
     app.store.release(owner, &parked, Some(next)).await.unwrap();
     // The probe succeeds: the circuit closes...
