@@ -183,6 +183,8 @@ impl EmbeddedPg {
                 "max_wal_size=4GB",
             ])
             .args(["-c", "fsync=on", "-c", "synchronous_commit=on"])
+            // Fewer full-page images in the WAL: checkpoints less often, and compressed.
+            .args(["-c", "checkpoint_timeout=15min", "-c", "wal_compression=on"])
             .args(
                 opts.settings
                     .iter()
