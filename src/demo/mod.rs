@@ -40,7 +40,8 @@ pub const DEMO_RETRY: RetryPolicy = RetryPolicy {
 };
 
 /// Adapts the configuration to the demo: loopback targets are allowed (the receiver
-/// lives there), and retries are short unless they were configured.
+/// lives there), retries are short and the circuit breaker is off unless they were
+/// configured.
 pub fn demo_config(mut cfg: Config) -> Config {
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     if !cfg
@@ -52,6 +53,12 @@ pub fn demo_config(mut cfg: Config) -> Config {
     }
     if cfg.retry == RetryPolicy::default() {
         cfg.retry = DEMO_RETRY;
+    }
+    // An open circuit holds a failing endpoint's deliveries back (one probe at
+    // growing intervals) instead of retrying and dead-lettering them, which is what
+    // the demo is for. Off unless configured: no streak reaches i32::MAX.
+    if cfg.circuit_threshold == Config::default().circuit_threshold {
+        cfg.circuit_threshold = i32::MAX;
     }
     cfg
 }
@@ -113,6 +120,7 @@ mod tests {
         let c = demo_config(Config::default());
         assert!(c.ssrf_policy().check_ip(Ipv4Addr::LOCALHOST.into()).is_ok());
         assert_eq!(c.retry, DEMO_RETRY);
+        assert_eq!(c.circuit_threshold, i32::MAX);
         assert_eq!(c.allow_private_targets.len(), 1);
         // An explicit setting is kept, and loopback is not added twice.
         let custom = Config {
