@@ -132,7 +132,10 @@ fn start() -> Option<Env> {
 }
 
 /// `<target>/tmp/kube-env-<pid>`: the watchdog stops the processes when the test
-/// binary exits, and the next run removes the directories of dead runs.
+/// binary exits, and a later run removes the directories of dead runs. It stops
+/// their environment first: a run that starts right after another one would
+/// otherwise delete the pid files before that run's watchdog has read them, and
+/// the API server would be left running.
 fn env_dir() -> PathBuf {
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     if let Ok(entries) = std::fs::read_dir(&root) {
@@ -142,7 +145,16 @@ fn env_dir() -> PathBuf {
                 continue;
             };
             if !Path::new("/proc").join(pid).exists() {
-                let _ = std::fs::remove_dir_all(e.path());
+                let stopped = std::process::Command::new(repo().join("scripts/kube-env.sh"))
+                    .arg("stop")
+                    .arg(e.path())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if stopped {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
             }
         }
     }
