@@ -23,11 +23,16 @@ pub fn init_logging(json: bool) {
 
 /// Installs the global metrics recorder and returns the handle that renders it.
 pub fn init_metrics() -> Option<PrometheusHandle> {
-    let buckets = [
+    use metrics_exporter_prometheus::Matcher;
+    let seconds = [
         0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     ];
+    // Batch sizes are counts, not seconds: they need their own buckets.
+    let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
     PrometheusBuilder::new()
-        .set_buckets(&buckets)
+        .set_buckets(&seconds)
+        .ok()?
+        .set_buckets_for_metric(Matcher::Suffix("_batch_size".into()), &sizes)
         .ok()?
         .install_recorder()
         .ok()

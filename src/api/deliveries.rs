@@ -19,6 +19,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/v1/deliveries/{id}", get(show))
         .route("/v1/deliveries/{id}/redrive", post(redrive))
         .route("/v1/dead-letters/redrive", post(redrive_dead))
+        .route("/v1/dead-letters/purge", post(purge_dead))
 }
 
 fn delivery_id(raw: &str) -> Result<DeliveryId, Problem> {
@@ -90,4 +91,27 @@ async fn redrive_dead(
         s.work.notify_one();
     }
     Ok(Json(Redriven { redriven: n }))
+}
+
+/// How many dead letters were (or, with dry_run, would be) deleted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Purged {
+    /// The count.
+    pub purged: u64,
+}
+
+#[utoipa::path(post, path = "/v1/dead-letters/purge", tag = "deliveries", request_body = RedriveFilter,
+    responses((status = 200, body = Purged, description = "Matching dead letters deleted with their attempt logs"),
+              (status = 400, body = Problem), (status = 401, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = [])))]
+async fn purge_dead(
+    State(s): State<AppState>,
+    Tenant(t): Tenant,
+    ApiJson(f): ApiJson<RedriveFilter>,
+) -> Result<Json<Purged>, Problem> {
+    let n = s.store.purge_dead(&t, &f).await?;
+    if !f.dry_run && n > 0 {
+        tracing::info!(purged = n, "dead letters purged");
+    }
+    Ok(Json(Purged { purged: n }))
 }

@@ -70,6 +70,7 @@ impl Modify for ProblemContentType {
         super::endpoints::resume, super::endpoints::test_event,
         super::events::publish, super::events::show,
         super::deliveries::list, super::deliveries::show, super::deliveries::redrive, super::deliveries::redrive_dead,
+        super::deliveries::purge_dead,
         super::stats::endpoints, super::stats::timeseries,
         super::demo::show, super::demo::set,
         super::health::healthz, super::health::readyz, super::health::metrics_text,

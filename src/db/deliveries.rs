@@ -632,13 +632,9 @@ impl Store {
     }
 
     /// Redrives every dead letter that matches (or counts them, with `dry_run`).
+    /// Dead letters of deleted endpoints cannot be redriven (purge them instead).
     pub async fn redrive_dead(&self, tenant: &str, f: &RedriveFilter) -> Result<u64> {
-        let filter = "d.tenant = $1 AND d.status = 'dead'
-               AND ($2::uuid IS NULL OR d.endpoint_id = $2)
-               AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM events ev WHERE ev.id = d.event_id AND ev.event_type = $3))
-               AND ($4::timestamptz IS NULL OR d.finished_at >= $4)
-               AND ($5::timestamptz IS NULL OR d.finished_at < $5)
-               AND e.id = d.endpoint_id AND e.deleted_at IS NULL";
+        let filter = dead_letter_filter(true);
         let sql = if f.dry_run {
             format!("SELECT count(*) FROM deliveries d, endpoints e WHERE {filter}")
         } else {
@@ -650,7 +646,24 @@ impl Store {
                  SELECT count(*) FROM r"
             )
         };
-        let (n,): (i64,) = sqlx::query_as(&sql)
+        self.count_dead_letters(&sql, tenant, f).await
+    }
+
+    /// Deletes every dead letter that matches, with its attempt log (or counts them,
+    /// with `dry_run`): the explicit way out of the dead-letter queue besides a
+    /// redrive. Includes the dead letters of deleted endpoints.
+    pub async fn purge_dead(&self, tenant: &str, f: &RedriveFilter) -> Result<u64> {
+        let filter = dead_letter_filter(false);
+        let sql = if f.dry_run {
+            format!("SELECT count(*) FROM deliveries d, endpoints e WHERE {filter}")
+        } else {
+            format!("WITH r AS (DELETE FROM deliveries d USING endpoints e WHERE {filter} RETURNING 1) SELECT count(*) FROM r")
+        };
+        self.count_dead_letters(&sql, tenant, f).await
+    }
+
+    async fn count_dead_letters(&self, sql: &str, tenant: &str, f: &RedriveFilter) -> Result<u64> {
+        let (n,): (i64,) = sqlx::query_as(sql)
             .bind(tenant)
             .bind(f.endpoint_id.map(|e| e.uuid()))
             .bind(&f.event_type)
@@ -660,4 +673,19 @@ impl Store {
             .await?;
         Ok(n as u64)
     }
+}
+
+/// The WHERE clause selecting a tenant's dead letters by a [`RedriveFilter`]
+/// (`$1` tenant, `$2` endpoint, `$3` event type, `$4`/`$5` death time range),
+/// over `deliveries d` joined with their `endpoints e`.
+fn dead_letter_filter(live_endpoints_only: bool) -> String {
+    format!(
+        "d.tenant = $1 AND d.status = 'dead'
+           AND ($2::uuid IS NULL OR d.endpoint_id = $2)
+           AND ($3::text IS NULL OR EXISTS (SELECT 1 FROM events ev WHERE ev.id = d.event_id AND ev.event_type = $3))
+           AND ($4::timestamptz IS NULL OR d.finished_at >= $4)
+           AND ($5::timestamptz IS NULL OR d.finished_at < $5)
+           AND e.id = d.endpoint_id{}",
+        if live_endpoints_only { " AND e.deleted_at IS NULL" } else { "" }
+    )
 }

@@ -425,3 +425,54 @@ async fn deleting_an_endpoint_dead_letters_its_pending_deliveries() {
     assert_eq!(status, 404);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn dead_letters_can_be_purged_explicitly() {
+    let app = TestApp::spawn().await;
+    let rx = Receiver::start().await;
+    rx.set_reply(Reply::Status(500));
+    let a = app
+        .endpoint(json!({"url": rx.url("/a"), "max_attempts": 1}))
+        .await;
+    let b = app
+        .endpoint(json!({"url": rx.url("/b"), "max_attempts": 1}))
+        .await;
+    for i in 0..2 {
+        app.publish("order.created", json!({"i": i})).await;
+    }
+    app.wait_deliveries("status=dead", WAIT, |d| d.len() == 4)
+        .await;
+    let (_, n) = app
+        .post(
+            "/v1/dead-letters/purge",
+            json!({"endpoint_id": a, "dry_run": true}),
+        )
+        .await;
+    assert_eq!(n["purged"], 2);
+    let (status, n) = app
+        .post("/v1/dead-letters/purge", json!({"endpoint_id": a}))
+        .await;
+    assert_eq!((status, n["purged"].as_u64()), (200, Some(2)));
+    let left = app
+        .wait_deliveries("status=dead", WAIT, |d| d.len() == 2)
+        .await;
+    assert!(left.iter().all(|d| d["endpoint_id"] == b.as_str()));
+    let (attempts,): (i64,) = sqlx::query_as("SELECT count(*) FROM delivery_attempts")
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        attempts, 2,
+        "the purged deliveries' attempt logs went with them"
+    );
+    // A deleted endpoint's dead letters cannot be redriven, but can be purged.
+    app.req(reqwest::Method::DELETE, &format!("/v1/endpoints/{b}"))
+        .send()
+        .await
+        .unwrap();
+    let (_, n) = app.post("/v1/dead-letters/redrive", json!({})).await;
+    assert_eq!(n["redriven"], 0);
+    let (_, n) = app.post("/v1/dead-letters/purge", json!({})).await;
+    assert_eq!(n["purged"], 2);
+    app.stop().await;
+}
