@@ -67,6 +67,10 @@ pub struct Config {
     pub circuit_threshold: i32,
     /// `HOOKIT_CIRCUIT_PROBE`: first probe interval of an open circuit (doubles per failed probe).
     pub circuit_probe: Duration,
+    /// `HOOKIT_OPS_WEBHOOK_URL`: where HookIt sends its own operational events.
+    pub ops_webhook_url: Option<String>,
+    /// `HOOKIT_OPS_WEBHOOK_SECRET`: their signing secret (`whsec_…`; generated if unset).
+    pub ops_webhook_secret: Option<crate::domain::signing::Secret>,
     /// `POD_NAME`: the controller replica's identity in leader election.
     pub pod_name: Option<String>,
     /// `POD_NAMESPACE`: where the controller's leader-election Lease lives.
@@ -222,6 +226,19 @@ impl Config {
             disable_after: duration("HOOKIT_DISABLE_AFTER", "5days")?,
             circuit_threshold: number("HOOKIT_CIRCUIT_THRESHOLD", 20, 1, 10_000)? as i32,
             circuit_probe: duration("HOOKIT_CIRCUIT_PROBE", "5s")?,
+            ops_webhook_url: get("HOOKIT_OPS_WEBHOOK_URL"),
+            ops_webhook_secret: match get("HOOKIT_OPS_WEBHOOK_SECRET") {
+                None => None,
+                Some(v) => {
+                    Some(
+                        crate::domain::signing::Secret::parse(&v).map_err(|e| ConfigError {
+                            var: "HOOKIT_OPS_WEBHOOK_SECRET",
+                            value: "<redacted>".into(),
+                            reason: e.to_string(),
+                        })?,
+                    )
+                }
+            },
             pod_name: get("POD_NAME"),
             pod_namespace: get("POD_NAMESPACE"),
             watch_namespace: get("HOOKIT_WATCH_NAMESPACE"),

@@ -194,6 +194,7 @@ pub fn spawn_ops_server(
 pub fn spawn_maintenance(store: Store, cfg: &Config, shutdown: CancellationToken) {
     let retention = cfg.retention;
     let disable_after = cfg.disable_after;
+    let ops = cfg.ops_webhook_url.is_some();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -207,13 +208,35 @@ pub fn spawn_maintenance(store: Store, cfg: &Config, shutdown: CancellationToken
             match store.disable_failing_endpoints(disable_after).await {
                 Ok(ids) => {
                     for id in ids {
-                        warn!(endpoint_id = %crate::domain::ids::EndpointId::from_uuid(id), "endpoint disabled after failing continuously");
+                        let endpoint_id = crate::domain::ids::EndpointId::from_uuid(id);
+                        warn!(%endpoint_id, "endpoint disabled after failing continuously");
+                        if ops {
+                            let payload = serde_json::json!({
+                                "endpoint_id": endpoint_id.to_string(),
+                                "reason": format!("failing continuously for more than {}", humantime::format_duration(disable_after)),
+                            });
+                            if let Err(e) = store.emit_ops("endpoint.disabled", payload).await {
+                                warn!(error = %e, "could not emit an operational webhook");
+                            }
+                        }
                     }
                 }
                 Err(e) => warn!(error = %e, "auto-disable check failed"),
             }
         }
     });
+}
+
+/// Registers (or re-points) the operational webhook endpoint when configured.
+async fn ensure_ops_endpoint(cfg: &Config, store: &Store) -> anyhow::Result<()> {
+    if let Some(url) = &cfg.ops_webhook_url {
+        let ep = store
+            .ensure_ops_endpoint(url, cfg.ops_webhook_secret.as_ref(), &cfg.ssrf_policy())
+            .await
+            .map_err(|e| anyhow!("HOOKIT_OPS_WEBHOOK_URL: {e}"))?;
+        info!(endpoint_id = %ep.id, tenant = crate::db::ops::OPS_TENANT, "operational webhooks enabled");
+    }
+    Ok(())
 }
 
 /// `hookit standalone`: migrations, API and workers in one process.
@@ -241,6 +264,7 @@ pub async fn standalone_with(
         shutdown.clone(),
     );
     spawn_maintenance(store.clone(), &cfg, shutdown.clone());
+    ensure_ops_endpoint(&cfg, &store).await?;
     let mut state = AppState::new(&cfg, store.clone(), work, metrics);
     adjust(&mut state);
     let listener = match listener {
@@ -272,6 +296,7 @@ pub async fn api(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let store = database.store;
     let work = Arc::new(Notify::new());
     api::spawn_notifier(store.clone(), work.clone(), None, shutdown.clone());
+    ensure_ops_endpoint(&cfg, &store).await?;
     let state = AppState::new(&cfg, store.clone(), work, metrics);
     api::serve(cfg.listen, state, shutdown).await?;
     store.pool().close().await;

@@ -160,6 +160,8 @@ pub struct Claimed {
     pub id: Uuid,
     /// Event id (the `webhook-id`).
     pub event_id: Uuid,
+    /// The tenant.
+    pub tenant: String,
     /// Endpoint id.
     pub endpoint_id: Uuid,
     /// Attempts made before this one.
@@ -224,8 +226,10 @@ pub struct Completion {
 }
 
 /// What [`Store::complete`] wrote.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct Completed {
+    /// Endpoints whose circuit this batch opened.
+    pub opened: Vec<Uuid>,
     /// Deliveries still leased to us and written.
     pub written: u64,
     /// Deliveries made due because a probe closed their endpoint's circuit.
@@ -280,7 +284,7 @@ impl Store {
                  lease_expires_at = now() + $3 * interval '1 millisecond', updated_at = now()
              FROM due, events ev, endpoints e
              WHERE d.id = due.id AND ev.id = d.event_id AND e.id = d.endpoint_id
-             RETURNING d.id, d.event_id, d.endpoint_id, d.attempts, d.round_base, ev.body, ev.traceparent,
+             RETURNING d.id, d.event_id, d.tenant, d.endpoint_id, d.attempts, d.round_base, ev.body, ev.traceparent,
                  e.url, e.secret_enc,
                  CASE WHEN e.prev_secret_expires_at > now() THEN e.prev_secret_enc END AS prev_secret_enc,
                  e.headers, e.max_attempts, e.retry_base_ms, e.retry_cap_ms, e.timeout_ms, e.max_in_flight, e.rate_limit,
@@ -335,7 +339,7 @@ impl Store {
             started.push(c.started_at);
             durations.push(c.duration_ms);
         }
-        let (written, unheld): (i64, i64) = sqlx::query_as(
+        let (written, unheld, opened): (i64, i64, Vec<Uuid>) = sqlx::query_as(
             "WITH input AS (
                 SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::timestamptz[], $6::bool[], $7::int[],
                                      $8::text[], $9::text[], $10::timestamptz[], $11::int[], $14::bool[])
@@ -392,10 +396,13 @@ impl Store {
                                  ELSE e.circuit_open_until END
                         WHEN e.consecutive_failures + s.fails >= $12 THEN now() + $13 * interval '1 millisecond'
                         ELSE NULL END
-                FROM streak s
+                -- `before` is the row as this statement found it, to tell an opening.
+                FROM streak s JOIN endpoints before ON before.id = s.endpoint_id
                 WHERE e.id = s.endpoint_id AND (NOT s.any_ok OR e.consecutive_failures > 0 OR e.circuit_open_until IS NOT NULL)
+                RETURNING e.id, (before.circuit_open_until IS NULL AND e.circuit_open_until IS NOT NULL) AS opened
              )
-             SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM unheld)",
+             SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM unheld),
+                    coalesce((SELECT array_agg(id) FROM ep WHERE opened), '{}')",
         )
         .bind(owner)
         .bind(&ids)
@@ -416,6 +423,7 @@ impl Store {
         Ok(Completed {
             written: written as u64,
             unheld: unheld as u64,
+            opened,
         })
     }
 

@@ -593,7 +593,7 @@ impl Store {
 
     /// Makes `secret` the signing secret; the previous one overlaps. A no-op when it
     /// is already the current secret.
-    async fn install_secret(&self, id: Uuid, secret: &Secret) -> Result<bool> {
+    pub(super) async fn install_secret(&self, id: Uuid, secret: &Secret) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let (current,): (Vec<u8>,) =
             sqlx::query_as("SELECT secret_enc FROM endpoints WHERE id = $1 FOR UPDATE")

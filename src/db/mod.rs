@@ -16,6 +16,7 @@ pub mod endpoints;
 pub mod events;
 pub mod keys;
 pub mod maintenance;
+pub mod ops;
 pub mod stats;
 
 /// Channel on which ingestion announces new work to sleeping workers.

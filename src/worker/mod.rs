@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::db::deliveries::{Claimed, Completion};
+use crate::db::ops::OPS_TENANT;
 use crate::db::{Store, WORK_CHANNEL};
 use crate::domain::ids::{DeliveryId, EndpointId};
 use crate::domain::retry::RetryPolicy;
@@ -55,6 +56,8 @@ pub struct WorkerConfig {
     pub circuit_threshold: i32,
     /// First probe interval of an open circuit.
     pub circuit_probe: Duration,
+    /// Whether to send operational webhooks (an ops endpoint is configured).
+    pub ops: bool,
 }
 
 impl WorkerConfig {
@@ -68,6 +71,7 @@ impl WorkerConfig {
             shutdown_grace: c.shutdown_grace,
             circuit_threshold: c.circuit_threshold,
             circuit_probe: c.circuit_probe,
+            ops: c.ops_webhook_url.is_some(),
         }
     }
 }
@@ -77,6 +81,9 @@ struct Done {
     completion: Completion,
     gone: bool,
     endpoint_id: Uuid,
+    event_id: Uuid,
+    tenant: String,
+    round_base: i32,
     _permit: OwnedSemaphorePermit,
     _slot: Slot,
 }
@@ -324,6 +331,9 @@ impl Worker {
                 completion,
                 gone,
                 endpoint_id: d.endpoint_id,
+                event_id: d.event_id,
+                tenant: d.tenant,
+                round_base: d.round_base,
                 _permit: permit,
                 _slot: slot,
             })
@@ -462,6 +472,9 @@ impl Worker {
                         if done.unheld > 0 || completions.iter().any(|c| c.status == "pending") {
                             self.wake.notify_one();
                         }
+                        if self.cfg.ops {
+                            self.emit_ops(&batch, &done.opened).await;
+                        }
                         break;
                     }
                     Err(e) if tokio::time::Instant::now() + backoff < deadline => {
@@ -488,6 +501,61 @@ impl Worker {
             }
             // Dropping the batch frees the in-flight slots.
             batch.clear();
+        }
+    }
+
+    /// Sends the operational webhooks a written batch calls for. Deliveries of the
+    /// operational tenant itself never produce any (no feedback loop).
+    async fn emit_ops(&self, batch: &[Done], opened: &[Uuid]) {
+        let mut events = Vec::new();
+        for d in batch.iter().filter(|d| d.tenant != OPS_TENANT) {
+            let c = &d.completion;
+            let base = serde_json::json!({
+                "tenant": d.tenant,
+                "delivery_id": DeliveryId::from_uuid(c.id).to_string(),
+                "event_id": crate::domain::ids::EventId::from_uuid(d.event_id).to_string(),
+                "endpoint_id": EndpointId::from_uuid(d.endpoint_id).to_string(),
+                "attempts": c.attempt,
+                "last_status_code": c.status_code,
+                "last_error": c.error,
+            });
+            if c.status == "dead" {
+                events.push(("delivery.dead", base.clone()));
+            }
+            if d.gone {
+                events.push((
+                    "endpoint.disabled",
+                    serde_json::json!({
+                        "tenant": d.tenant,
+                        "endpoint_id": EndpointId::from_uuid(d.endpoint_id).to_string(),
+                        "reason": "the receiver answered 410 Gone",
+                    }),
+                ));
+            }
+            // Recovered: delivered after at least one failed attempt in this round.
+            if c.succeeded && c.attempt > d.round_base + 1 {
+                events.push(("delivery.recovered", base));
+            }
+        }
+        for id in opened {
+            if let Some(d) = batch
+                .iter()
+                .find(|d| d.endpoint_id == *id && d.tenant != OPS_TENANT)
+            {
+                events.push((
+                    "endpoint.circuit_opened",
+                    serde_json::json!({
+                        "tenant": d.tenant,
+                        "endpoint_id": EndpointId::from_uuid(*id).to_string(),
+                        "probe_in_ms": self.cfg.circuit_probe.as_millis() as u64,
+                    }),
+                ));
+            }
+        }
+        for (kind, payload) in events {
+            if let Err(e) = self.store.emit_ops(kind, payload).await {
+                warn!(error = %e, kind, "could not emit an operational webhook");
+            }
         }
     }
 

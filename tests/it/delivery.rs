@@ -476,3 +476,56 @@ async fn dead_letters_can_be_purged_explicitly() {
     assert_eq!(n["purged"], 2);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn operational_webhooks_report_dead_letters_recoveries_and_disabled_endpoints() {
+    let ops = Receiver::start().await;
+    let ops_url = ops.url("/ops");
+    let app = TestApp::spawn_with(crate::common::Options {
+        worker: true,
+        configure: Box::new(move |c| c.ops_webhook_url = Some(ops_url)),
+    })
+    .await;
+    let secret = Secret::generate();
+    app.store
+        .ensure_ops_endpoint(&ops.url("/ops"), Some(&secret), &app.cfg.ssrf_policy())
+        .await
+        .unwrap();
+    let rx = Receiver::start().await;
+    rx.set_path_reply("/dies", Reply::Status(500));
+    rx.set_path_reply("/gone", Reply::Status(410));
+    app.endpoint(json!({"url": rx.url("/dies"), "max_attempts": 1}))
+        .await;
+    app.endpoint(json!({"url": rx.url("/gone")})).await;
+    let ev = app.publish("order.created", json!({})).await;
+
+    let got = ops.wait_for(3, WAIT).await;
+    let mut kinds: Vec<String> = got
+        .iter()
+        .map(|r| {
+            standardwebhooks::Webhook::new(&secret.expose())
+                .unwrap()
+                .verify(&r.body, &r.headers)
+                .expect("ops webhooks are signed");
+            serde_json::from_slice::<Value>(&r.body).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec!["delivery.dead", "delivery.dead", "endpoint.disabled"]
+    );
+    let dead: Value = serde_json::from_slice(
+        &got.iter()
+            .find(|r| r.body.windows(13).any(|w| w == b"delivery.dead"))
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    assert_eq!(dead["data"]["event_id"], ev.as_str());
+    assert_eq!(dead["data"]["tenant"], "acme");
+    app.stop().await;
+}
