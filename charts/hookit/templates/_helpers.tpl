@@ -113,8 +113,10 @@ app.kubernetes.io/component: {{ index . 1 }}
       name: {{ include "hookit.secretName" . }}
       key: master-key
       {{- end }}
+{{- with .Values.allowPrivateTargets }}
 - name: HOOKIT_ALLOW_PRIVATE_TARGETS
-  value: {{ .Values.allowPrivateTargets | toString | quote }}
+  value: {{ join "," . | quote }}
+{{- end }}
 - name: RUST_LOG
   value: {{ .Values.logLevel | quote }}
 {{- with .Values.config }}
