@@ -277,6 +277,31 @@ impl EndpointSpec {
     /// Validates everything but DNS (see [`check_target`]).
     pub fn validate(&self, ssrf: &SsrfPolicy) -> Result<()> {
         ssrf.check_url(&self.url)?;
+        self.as_patch().validate(ssrf)
+    }
+
+    fn as_patch(&self) -> EndpointPatch {
+        EndpointPatch {
+            url: None,
+            event_types: self.event_types.clone(),
+            description: self.description.clone(),
+            max_attempts: self.max_attempts,
+            retry_base_ms: self.retry_base_ms,
+            retry_cap_ms: self.retry_cap_ms,
+            timeout_ms: self.timeout_ms,
+            headers: self.headers.clone(),
+            rate_limit: self.rate_limit,
+            max_in_flight: self.max_in_flight,
+        }
+    }
+}
+
+impl EndpointPatch {
+    /// Validates the fields that are present (DNS aside).
+    pub fn validate(&self, ssrf: &SsrfPolicy) -> Result<()> {
+        if let Some(u) = &self.url {
+            ssrf.check_url(u)?;
+        }
         if let Some(t) = &self.event_types {
             validate_event_types(t)?;
         }
@@ -456,29 +481,7 @@ impl Store {
         p: &EndpointPatch,
         ssrf: &SsrfPolicy,
     ) -> Result<Endpoint> {
-        if let Some(u) = &p.url {
-            ssrf.check_url(u)?;
-        }
-        if let Some(t) = &p.event_types {
-            validate_event_types(t)?;
-        }
-        if let Some(h) = &p.headers {
-            validate_headers(h)?;
-        }
-        if p.description.as_ref().is_some_and(|d| d.len() > 1024) {
-            return Err(Error::invalid(
-                "invalid-endpoint",
-                "description is at most 1024 characters",
-            ));
-        }
-        validate_numbers(
-            p.max_attempts,
-            p.retry_base_ms,
-            p.retry_cap_ms,
-            p.timeout_ms,
-            p.rate_limit,
-            p.max_in_flight,
-        )?;
+        p.validate(ssrf)?;
         self.ensure_rest_managed(tenant, id).await?;
         let row: Option<EndpointRow> = sqlx::query_as(&format!(
             "UPDATE endpoints SET url = coalesce($3, url), event_types = coalesce($4, event_types),
