@@ -96,7 +96,14 @@ pub struct Worker {
     cfg: WorkerConfig,
     gates: Gates,
     wake: Arc<Notify>,
+    /// Endpoints this worker saw with an open circuit, and until when it leaves
+    /// their rows in the queue (see [`Worker::skipped_endpoints`]).
+    open_circuits: std::sync::Mutex<std::collections::HashMap<Uuid, chrono::DateTime<Utc>>>,
 }
+
+/// Longest a worker trusts its own memory of an open circuit: another worker's
+/// successful probe may have closed it since.
+const OPEN_CIRCUIT_MEMORY: Duration = Duration::from_secs(30);
 
 impl Worker {
     /// A worker with a fresh identity (its lease owner id).
@@ -108,6 +115,7 @@ impl Worker {
             gates: Gates::new(cfg.endpoint_concurrency),
             cfg,
             wake,
+            open_circuits: Default::default(),
         }
     }
 
@@ -154,7 +162,7 @@ impl Worker {
                 }
             }
             let wanted = permits.len();
-            let skip = this.gates.saturated();
+            let skip = this.skipped_endpoints();
             let claimed = match this
                 .store
                 .claim(
@@ -267,6 +275,7 @@ impl Worker {
             // Open circuit: wait without spending an attempt, except for the one
             // delivery that wins the probe slot.
             if until > now {
+                self.remember_open_circuit(d.endpoint_id, until);
                 return self.give_back(&d, Some(until), "circuit open").await;
             }
             match self
@@ -276,9 +285,10 @@ impl Worker {
             {
                 Ok(None) => probe = true,
                 Ok(Some(next)) => {
+                    self.remember_open_circuit(d.endpoint_id, next);
                     return self
                         .give_back(&d, Some(next), "circuit open, probe taken")
-                        .await
+                        .await;
                 }
                 Err(e) => {
                     warn!(error = %e, "probe slot check failed");
@@ -338,6 +348,26 @@ impl Worker {
                 _slot: slot,
             })
             .await;
+    }
+
+    /// Endpoints whose rows the next claim leaves alone: those at their in-flight
+    /// cap here, and those whose circuit is open (their rows would only be claimed
+    /// and put back, two writes each, until the next probe is due).
+    fn skipped_endpoints(&self) -> Vec<Uuid> {
+        let mut skip = self.gates.saturated();
+        if let Ok(mut open) = self.open_circuits.lock() {
+            let now = Utc::now();
+            open.retain(|_, until| *until > now);
+            skip.extend(open.keys().copied());
+        }
+        skip
+    }
+
+    fn remember_open_circuit(&self, endpoint: Uuid, until: chrono::DateTime<Utc>) {
+        let cap = Utc::now() + chrono::Duration::from_std(OPEN_CIRCUIT_MEMORY).unwrap_or_default();
+        if let Ok(mut open) = self.open_circuits.lock() {
+            open.insert(endpoint, until.min(cap));
+        }
     }
 
     fn policy_for(&self, d: &Claimed) -> RetryPolicy {
@@ -447,6 +477,11 @@ impl Worker {
                 }
             }
             let completions: Vec<Completion> = batch.iter().map(|d| d.completion.clone()).collect();
+            if let Ok(mut open) = self.open_circuits.lock() {
+                for d in batch.iter().filter(|d| d.completion.succeeded) {
+                    open.remove(&d.endpoint_id);
+                }
+            }
             let deadline = tokio::time::Instant::now() + self.cfg.lease;
             let mut backoff = Duration::from_millis(50);
             loop {
