@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::{Options, Receiver, TestApp};
+use crate::common::{spawn_worker, Options, Receiver, TestApp};
 
 #[tokio::test]
 async fn registration_refuses_internal_targets_in_every_spelling() {
@@ -72,19 +72,7 @@ async fn delivery_rechecks_the_target_at_send_time() {
     let ev = app.publish("a.b", json!({})).await;
     let mut cfg = app.cfg.clone();
     cfg.allow_private_targets.clear();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let w = tokio::spawn({
-        let (store, stop) = (app.store.clone(), stop.clone());
-        async move {
-            hookit::worker::run(
-                &cfg,
-                store,
-                std::sync::Arc::new(tokio::sync::Notify::new()),
-                stop,
-            )
-            .await
-        }
-    });
+    let w = spawn_worker(cfg, app.store.clone());
     let d = app
         .wait_deliveries(&format!("event_id={ev}"), Duration::from_secs(20), |d| {
             d[0]["status"] == "dead"
@@ -99,8 +87,7 @@ async fn delivery_rechecks_the_target_at_send_time() {
         rx.received().is_empty(),
         "nothing may reach the refused address"
     );
-    stop.cancel();
-    w.await.unwrap().unwrap();
+    w.stop().await;
     app.stop().await;
 }
 
@@ -119,19 +106,7 @@ async fn host_names_are_resolved_and_checked_at_send_time() {
     let ev = app.publish("a.b", json!({})).await;
     let mut cfg = app.cfg.clone();
     cfg.allow_private_targets = vec!["10.0.0.0/8".parse().unwrap()];
-    let stop = tokio_util::sync::CancellationToken::new();
-    let w = tokio::spawn({
-        let (store, stop) = (app.store.clone(), stop.clone());
-        async move {
-            hookit::worker::run(
-                &cfg,
-                store,
-                std::sync::Arc::new(tokio::sync::Notify::new()),
-                stop,
-            )
-            .await
-        }
-    });
+    let w = spawn_worker(cfg, app.store.clone());
     let d = app
         .wait_deliveries(&format!("event_id={ev}"), Duration::from_secs(20), |d| {
             d[0]["status"] == "dead"
@@ -143,7 +118,6 @@ async fn host_names_are_resolved_and_checked_at_send_time() {
         d[0]
     );
     assert!(rx.received().is_empty());
-    stop.cancel();
-    w.await.unwrap().unwrap();
+    w.stop().await;
     app.stop().await;
 }

@@ -1,15 +1,12 @@
 //! Competing workers, claim disjointness, and a worker killed mid-flight.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::common::{eventually, Options, Receiver, Reply, TestApp};
+use crate::common::{eventually, spawn_worker, Options, Receiver, Reply, TestApp};
 
 #[tokio::test]
 async fn concurrent_claims_never_take_the_same_row() {
@@ -57,14 +54,9 @@ async fn competing_workers_send_each_delivery_exactly_once() {
     .await;
     let rx = Receiver::start().await;
     app.endpoint(json!({"url": rx.url("/hook")})).await;
-    let stop = CancellationToken::new();
-    let mut workers = Vec::new();
-    for _ in 0..4 {
-        let (cfg, store, stop) = (app.cfg.clone(), app.store.clone(), stop.clone());
-        workers.push(tokio::spawn(async move {
-            hookit::worker::run(&cfg, store, Arc::new(Notify::new()), stop).await
-        }));
-    }
+    let workers: Vec<_> = (0..4)
+        .map(|_| spawn_worker(app.cfg.clone(), app.store.clone()))
+        .collect();
     let mut ids = HashSet::new();
     for i in 0..300 {
         ids.insert(app.publish("a.b", json!({"i": i})).await);
@@ -88,9 +80,8 @@ async fn competing_workers_send_each_delivery_exactly_once() {
     }
     assert_eq!(per_id.keys().cloned().collect::<HashSet<_>>(), ids);
     assert!(per_id.values().all(|n| *n == 1));
-    stop.cancel();
     for w in workers {
-        w.await.unwrap().unwrap();
+        w.stop().await;
     }
     app.stop().await;
 }
@@ -133,13 +124,9 @@ async fn a_worker_killed_mid_flight_loses_nothing() {
     child.kill().await.unwrap(); // SIGKILL: no chance to release anything
 
     rx.set_reply(Reply::Status(200));
-    let stop = CancellationToken::new();
     let mut cfg = app.cfg.clone();
     cfg.lease = Duration::from_secs(2);
-    let w = tokio::spawn({
-        let (store, stop) = (app.store.clone(), stop.clone());
-        async move { hookit::worker::run(&cfg, store, Arc::new(Notify::new()), stop).await }
-    });
+    let w = spawn_worker(cfg, app.store.clone());
     let done = app
         .wait_deliveries("status=succeeded", Duration::from_secs(30), |d| {
             d.len() == 20
@@ -161,8 +148,7 @@ async fn a_worker_killed_mid_flight_loses_nothing() {
         second_round, ids,
         "the retaken deliveries carry the same webhook-id"
     );
-    stop.cancel();
-    w.await.unwrap().unwrap();
+    w.stop().await;
     app.stop().await;
 }
 
@@ -180,17 +166,12 @@ async fn graceful_shutdown_releases_what_it_cannot_finish() {
     for i in 0..5 {
         app.publish("a.b", json!({"i": i})).await;
     }
-    let stop = CancellationToken::new();
     let mut cfg = app.cfg.clone();
     cfg.shutdown_grace = Duration::from_millis(500);
-    let w = tokio::spawn({
-        let (store, stop) = (app.store.clone(), stop.clone());
-        async move { hookit::worker::run(&cfg, store, Arc::new(Notify::new()), stop).await }
-    });
+    let w = spawn_worker(cfg, app.store.clone());
     rx.wait_for(5, Duration::from_secs(20)).await;
     let started = tokio::time::Instant::now();
-    stop.cancel();
-    w.await.unwrap().unwrap();
+    w.stop().await;
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "shutdown waited past the grace period"

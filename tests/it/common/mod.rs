@@ -340,3 +340,28 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// A worker running in-process with its own configuration (tests that need a
+/// worker unlike the app's own, or several of them).
+pub struct RunningWorker {
+    stop: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts a worker with `cfg` against `store`.
+pub fn spawn_worker(cfg: Config, store: Store) -> RunningWorker {
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn({
+        let stop = stop.clone();
+        async move { hookit::worker::run(&cfg, store, Arc::new(Notify::new()), stop).await }
+    });
+    RunningWorker { stop, handle }
+}
+
+impl RunningWorker {
+    /// Asks the worker to stop and waits until it has (graceful shutdown included).
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+}
