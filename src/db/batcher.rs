@@ -144,8 +144,10 @@ async fn write(pool: &sqlx::PgPool, batch: &mut Vec<Job>) {
          ), dl AS (
             INSERT INTO deliveries (id, tenant, event_id, endpoint_id, next_attempt_at, created_at, updated_at)
             SELECT hookit_uuid_v7(), ev.tenant, ev.id, e.id,
-                   -- Paused endpoints get held deliveries (no due time, nothing spent).
-                   CASE WHEN e.status = 'active' THEN ev.created_at END, ev.created_at, ev.created_at
+                   -- Paused endpoints get held deliveries (no due time, nothing spent);
+                   -- behind an open circuit: due when the next probe is.
+                   CASE WHEN e.status = 'active' THEN greatest(ev.created_at, e.circuit_open_until) END,
+                   ev.created_at, ev.created_at
             FROM ev JOIN input i ON i.id = ev.id
             JOIN endpoints e ON e.tenant = ev.tenant AND e.deleted_at IS NULL AND e.status <> 'disabled'
             WHERE CASE WHEN i.only_ep IS NULL THEN hookit_event_type_matches(e.event_types, ev.event_type) ELSE e.id = i.only_ep END

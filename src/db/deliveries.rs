@@ -399,7 +399,19 @@ impl Store {
                 -- `before` is the row as this statement found it, to tell an opening.
                 FROM streak s JOIN endpoints before ON before.id = s.endpoint_id
                 WHERE e.id = s.endpoint_id AND (NOT s.any_ok OR e.consecutive_failures > 0 OR e.circuit_open_until IS NOT NULL)
-                RETURNING e.id, (before.circuit_open_until IS NULL AND e.circuit_open_until IS NOT NULL) AS opened
+                RETURNING e.id, e.circuit_open_until,
+                    (before.circuit_open_until IS NULL AND e.circuit_open_until IS NOT NULL) AS opened,
+                    e.circuit_open_until IS DISTINCT FROM before.circuit_open_until AS moved
+             ), parked AS (
+                -- When a circuit opens (or a failed probe moves the next one), the
+                -- endpoint's queued rows are parked until the probe time in one go:
+                -- left at the head of the due index, every claim would have to step
+                -- over them.
+                UPDATE deliveries d SET next_attempt_at = ep.circuit_open_until, updated_at = now()
+                FROM ep
+                WHERE ep.moved AND ep.circuit_open_until IS NOT NULL AND d.endpoint_id = ep.id
+                  AND d.status = 'pending' AND d.next_attempt_at < ep.circuit_open_until
+                RETURNING 1
              )
              SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM unheld),
                     coalesce((SELECT array_agg(id) FROM ep WHERE opened), '{}')",
