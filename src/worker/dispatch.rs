@@ -166,21 +166,25 @@ impl Dispatcher {
             }
         }
         let body = (!buf.is_empty()).then(|| excerpt(&buf));
+        // A 2xx whose body then failed or timed out still counts as delivered: the
+        // receiver accepted the event with its status line.
         let outcome = if (200..300).contains(&status) {
             Outcome::Delivered { status }
         } else {
-            let error = match (300..400).contains(&status) {
+            let mut error = match (300..400).contains(&status) {
                 true => format!("HTTP {status} (redirects are not followed)"),
                 false => format!("HTTP {status}"),
             };
+            if let Some(e) = body_error {
+                error.push_str("; reading the response body: ");
+                error.push_str(&e);
+            }
             Outcome::Failed {
                 status: Some(status),
                 error,
                 retry_after,
             }
         };
-        // A 2xx whose body timed out still counts as delivered: the receiver accepted it.
-        let _ = body_error;
         finish(outcome, body)
     }
 }
