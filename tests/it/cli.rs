@@ -37,7 +37,11 @@ async fn verify(secret: &str, id: &str, ts: &str, sig: &str, body: &[u8]) -> (bo
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(body).await.unwrap();
+    // `verify` refuses a bad --secret before reading stdin, so the pipe may already
+    // be closed: only the exit status and stderr say whether it verified.
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(body).await;
+    drop(stdin);
     let out = child.wait_with_output().await.unwrap();
     (
         out.status.success(),
