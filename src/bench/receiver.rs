@@ -5,6 +5,8 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::Semaphore;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -22,6 +24,8 @@ pub struct Tally {
     /// Requests for a pair already delivered (at-least-once duplicates).
     pub duplicates: AtomicU64,
     seen: Mutex<HashSet<(String, String)>>,
+    /// Flow control of a closed-loop case: every fresh delivery returns one credit.
+    credits: Mutex<Option<Arc<Semaphore>>>,
     latencies_ms: Mutex<Vec<f64>>,
     per_path: Mutex<std::collections::HashMap<String, u64>>,
 }
@@ -38,8 +42,17 @@ impl Tally {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+    /// Starts a closed loop: publishers take credits from the returned semaphore
+    /// (`window` of them to begin with) and every fresh delivery gives one back, so
+    /// at most `window` deliveries are ever outstanding.
+    pub fn credit_window(&self, window: usize) -> Arc<Semaphore> {
+        let sem = Arc::new(Semaphore::new(window));
+        *self.credits.lock().unwrap_or_else(|p| p.into_inner()) = Some(sem.clone());
+        sem
+    }
     /// Forgets everything.
     pub fn reset(&self) {
+        *self.credits.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.requests.store(0, Ordering::Relaxed);
         self.delivered.store(0, Ordering::Relaxed);
         self.duplicates.store(0, Ordering::Relaxed);
@@ -99,6 +112,9 @@ async fn handle(
         .insert((id, path.clone()));
     if fresh {
         t.delivered.fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = &*t.credits.lock().unwrap_or_else(|p| p.into_inner()) {
+            c.add_permits(1);
+        }
         *t.per_path
             .lock()
             .unwrap_or_else(|p| p.into_inner())

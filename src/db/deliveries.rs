@@ -236,6 +236,17 @@ pub struct Completed {
     pub unheld: u64,
 }
 
+/// What the first completion statement found: rows written, and per endpoint
+/// that needs circuit bookkeeping, the batch's outcome for it.
+#[derive(sqlx::FromRow)]
+struct Streaks {
+    written: i64,
+    endpoints: Vec<Uuid>,
+    any_ok: Vec<bool>,
+    fails: Vec<i32>,
+    probe_failed: Vec<bool>,
+}
+
 /// Cuts a response body to [`RESPONSE_EXCERPT`] bytes on a character boundary.
 pub fn excerpt(body: &[u8]) -> String {
     let cut = &body[..body.len().min(RESPONSE_EXCERPT)];
@@ -300,10 +311,14 @@ impl Store {
         Ok(rows)
     }
 
-    /// Writes the outcome of a batch of attempts in one statement: the state of each
-    /// delivery, its attempt log row, and the endpoints' failure streaks. Guarded by
+    /// Writes the outcome of a batch of attempts: the state of each delivery, its
+    /// attempt log row, and the endpoints' failure streaks. Guarded by
     /// `lease_owner`: a worker whose lease was rescued by another cannot overwrite
     /// the newer state. Returns how many deliveries were still held and written.
+    ///
+    /// One round trip when every endpoint in the batch is healthy (the common
+    /// case); a second statement, [`Store::track_streaks`], only for endpoints
+    /// that failed or were already failing.
     pub async fn complete(
         &self,
         owner: Uuid,
@@ -339,10 +354,14 @@ impl Store {
             started.push(c.started_at);
             durations.push(c.duration_ms);
         }
-        let (written, unheld, opened): (i64, i64, Vec<Uuid>) = sqlx::query_as(
+        // Not a cached prepared statement: a generic plan made while the table was
+        // small (every fresh install, until autovacuum first analyzes it) joins by
+        // a sequential scan of `deliveries` and keeps doing so as it grows. Planned
+        // per call, the join is one primary-key probe per row.
+        let streaks: Streaks = sqlx::query_as(
             "WITH input AS (
                 SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::timestamptz[], $6::bool[], $7::int[],
-                                     $8::text[], $9::text[], $10::timestamptz[], $11::int[], $14::bool[])
+                                     $8::text[], $9::text[], $10::timestamptz[], $11::int[], $12::bool[])
                   AS u(id, attempt, status, next_at, ok, code, err, body, started, dur, probe)
              ), upd AS (
                 UPDATE deliveries d
@@ -351,7 +370,12 @@ impl Store {
                     updated_at = now(),
                     finished_at = CASE WHEN u.status IN ('succeeded', 'dead') THEN now() END
                 FROM input u
-                WHERE d.id = u.id AND d.status = 'in_flight' AND d.lease_owner = $1
+                -- The lease guard. `lease_owner` is set exactly while the row is
+                -- in_flight (a CHECK constraint), so it is the whole guard; a
+                -- `status = 'in_flight'` term here would tempt the planner into
+                -- the lease index, whose dead entries it then walks for every batch,
+                -- instead of one primary-key probe per row.
+                WHERE d.id = u.id AND d.lease_owner = $1
                 RETURNING d.id, d.endpoint_id
              ), log AS (
                 INSERT INTO delivery_attempts (delivery_id, attempt, endpoint_id, started_at, duration_ms, status_code,
@@ -360,9 +384,64 @@ impl Store {
                 FROM input u JOIN upd ON upd.id = u.id
                 ON CONFLICT DO NOTHING
              ), streak AS (
-                SELECT upd.endpoint_id, bool_or(u.ok) AS any_ok, count(*) FILTER (WHERE NOT u.ok) AS fails,
+                SELECT upd.endpoint_id, bool_or(u.ok) AS any_ok, count(*) FILTER (WHERE NOT u.ok)::int AS fails,
                        bool_or(u.probe AND NOT u.ok) AS probe_failed
                 FROM input u JOIN upd ON upd.id = u.id GROUP BY upd.endpoint_id
+             ), attention AS (
+                -- Healthy endpoints (all succeeded, no streak, circuit closed) need
+                -- no second statement, and their rows are not written at all.
+                SELECT s.* FROM streak s JOIN endpoints e ON e.id = s.endpoint_id
+                WHERE NOT s.any_ok OR e.consecutive_failures > 0 OR e.circuit_open_until IS NOT NULL
+             )
+             SELECT (SELECT count(*) FROM upd) AS written,
+                    coalesce(array_agg(endpoint_id), '{}') AS endpoints, coalesce(array_agg(any_ok), '{}') AS any_ok,
+                    coalesce(array_agg(fails), '{}') AS fails, coalesce(array_agg(probe_failed), '{}') AS probe_failed
+             FROM attention",
+        )
+        .bind(owner)
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&statuses)
+        .bind(&next_at)
+        .bind(&ok)
+        .bind(&codes)
+        .bind(&errors)
+        .bind(&bodies)
+        .bind(&started)
+        .bind(&durations)
+        .bind(&probes)
+        .persistent(false)
+        .fetch_one(&self.pool)
+        .await?;
+        let mut done = Completed {
+            written: streaks.written as u64,
+            ..Default::default()
+        };
+        if !streaks.endpoints.is_empty() {
+            let (unheld, opened) = self
+                .track_streaks(&streaks, circuit_threshold, probe_ms)
+                .await?;
+            done.unheld = unheld;
+            done.opened = opened;
+        }
+        Ok(done)
+    }
+
+    /// The circuit breaker's bookkeeping for the endpoints of a completed batch
+    /// that failed or were failing. Not atomic with the delivery writes before it:
+    /// if the process dies in between, one batch's streak is lost, which only
+    /// delays an opening; every update here is computed from the row as it is, so
+    /// concurrent workers still add up.
+    async fn track_streaks(
+        &self,
+        s: &Streaks,
+        circuit_threshold: i32,
+        probe_ms: i64,
+    ) -> Result<(u64, Vec<Uuid>)> {
+        let (unheld, opened): (i64, Vec<Uuid>) = sqlx::query_as(
+            "WITH streak AS (
+                SELECT * FROM unnest($1::uuid[], $2::bool[], $3::int[], $4::bool[])
+                  AS s(endpoint_id, any_ok, fails, probe_failed)
              ), unheld AS (
                 -- A success closes an open circuit: the deliveries parked until the
                 -- next probe time are due now, not minutes later.
@@ -372,29 +451,29 @@ impl Store {
                   AND d.status = 'pending' AND d.next_attempt_at > now() AND d.next_attempt_at <= e0.circuit_open_until
                 RETURNING 1
              ), ep AS (
-                -- Healthy endpoints are not written at all (no hot-row contention);
-                -- only a change of the failure streak touches the endpoint row.
+                -- Only a change of the failure streak touches the endpoint row (no
+                -- hot-row contention for healthy endpoints).
                 --
                 -- Circuit breaker: a streak reaching the threshold opens the circuit
                 -- for probe_ms; a failed *probe* doubles the interval (up to 10
                 -- minutes) and moves the next probe; failures of attempts that were
                 -- already in flight when it opened change nothing; any success closes it.
                 UPDATE endpoints e
-                SET consecutive_failures = CASE WHEN s.any_ok THEN 0 ELSE e.consecutive_failures + s.fails::int END,
+                SET consecutive_failures = CASE WHEN s.any_ok THEN 0 ELSE e.consecutive_failures + s.fails END,
                     failing_since = CASE WHEN s.any_ok THEN NULL ELSE coalesce(e.failing_since, now()) END,
                     circuit_probe_ms = CASE
                         WHEN s.any_ok THEN NULL
                         WHEN e.circuit_open_until IS NOT NULL THEN
-                            CASE WHEN s.probe_failed THEN least(coalesce(e.circuit_probe_ms, $13) * 2, 600000) ELSE e.circuit_probe_ms END
-                        WHEN e.consecutive_failures + s.fails >= $12 THEN $13
+                            CASE WHEN s.probe_failed THEN least(coalesce(e.circuit_probe_ms, $6) * 2, 600000) ELSE e.circuit_probe_ms END
+                        WHEN e.consecutive_failures + s.fails >= $5 THEN $6
                         ELSE NULL END,
                     circuit_open_until = CASE
                         WHEN s.any_ok THEN NULL
                         WHEN e.circuit_open_until IS NOT NULL THEN
                             CASE WHEN s.probe_failed
-                                 THEN now() + least(coalesce(e.circuit_probe_ms, $13) * 2, 600000) * interval '1 millisecond'
+                                 THEN now() + least(coalesce(e.circuit_probe_ms, $6) * 2, 600000) * interval '1 millisecond'
                                  ELSE e.circuit_open_until END
-                        WHEN e.consecutive_failures + s.fails >= $12 THEN now() + $13 * interval '1 millisecond'
+                        WHEN e.consecutive_failures + s.fails >= $5 THEN now() + $6 * interval '1 millisecond'
                         ELSE NULL END
                 -- `before` is the row as this statement found it, to tell an opening.
                 FROM streak s JOIN endpoints before ON before.id = s.endpoint_id
@@ -413,30 +492,17 @@ impl Store {
                   AND d.status = 'pending' AND d.next_attempt_at < ep.circuit_open_until
                 RETURNING 1
              )
-             SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM unheld),
-                    coalesce((SELECT array_agg(id) FROM ep WHERE opened), '{}')",
+             SELECT (SELECT count(*) FROM unheld), coalesce((SELECT array_agg(id) FROM ep WHERE opened), '{}')",
         )
-        .bind(owner)
-        .bind(&ids)
-        .bind(&attempts)
-        .bind(&statuses)
-        .bind(&next_at)
-        .bind(&ok)
-        .bind(&codes)
-        .bind(&errors)
-        .bind(&bodies)
-        .bind(&started)
-        .bind(&durations)
+        .bind(&s.endpoints)
+        .bind(&s.any_ok)
+        .bind(&s.fails)
+        .bind(&s.probe_failed)
         .bind(circuit_threshold)
         .bind(probe_ms)
-        .bind(&probes)
         .fetch_one(&self.pool)
         .await?;
-        Ok(Completed {
-            written: written as u64,
-            unheld: unheld as u64,
-            opened,
-        })
+        Ok((unheld as u64, opened))
     }
 
     /// Claims the single probe of an endpoint whose circuit is open and due: the
@@ -484,7 +550,7 @@ impl Store {
                  next_attempt_at = CASE WHEN $3::timestamptz IS NOT NULL THEN $3
                      WHEN (SELECT e.status = 'active' AND e.deleted_at IS NULL FROM endpoints e WHERE e.id = d.endpoint_id) THEN now()
                      ELSE NULL END
-             WHERE d.id = ANY($2) AND d.status = 'in_flight' AND d.lease_owner = $1",
+             WHERE d.id = ANY($2) AND d.lease_owner = $1",
         )
         .bind(owner)
         .bind(ids)
@@ -513,7 +579,7 @@ impl Store {
         sqlx::query(
             "UPDATE deliveries SET status = 'dead', lease_owner = NULL, lease_expires_at = NULL, finished_at = now(),
                 updated_at = now(), last_error = $3
-             WHERE id = $2 AND status = 'in_flight' AND lease_owner = $1",
+             WHERE id = $2 AND lease_owner = $1",
         )
         .bind(owner)
         .bind(id)
@@ -677,7 +743,12 @@ impl Store {
         let sql = if f.dry_run {
             format!("SELECT count(*) FROM deliveries d, endpoints e WHERE {filter}")
         } else {
-            format!("WITH r AS (DELETE FROM deliveries d USING endpoints e WHERE {filter} RETURNING 1) SELECT count(*) FROM r")
+            // The attempt logs go in the same statement (there is no cascade).
+            format!(
+                "WITH r AS (DELETE FROM deliveries d USING endpoints e WHERE {filter} RETURNING d.id),
+                      log AS (DELETE FROM delivery_attempts a USING r WHERE a.delivery_id = r.id)
+                 SELECT count(*) FROM r"
+            )
         };
         self.count_dead_letters(&sql, tenant, f).await
     }

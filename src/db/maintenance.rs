@@ -37,20 +37,41 @@ impl Store {
         let secs = retention.as_secs() as f64;
         let mut total = 0;
         for _ in 0..max_batches {
-            let r = sqlx::query(
-                "DELETE FROM events WHERE id IN (
+            // Locking: the picked events are row-locked (SKIP LOCKED, so two
+            // pruners take disjoint batches). Their deliveries are deleted only if
+            // still `succeeded` when the DELETE gets their row lock: a redrive
+            // that raced this statement has made one pending, and that delivery
+            // stays. Its event stays too, because an event goes only when every
+            // delivery it had in this statement's snapshot was deleted here.
+            // Attempt logs go with their deliveries (there is no cascade).
+            let (picked, deleted): (i64, i64) = sqlx::query_as(
+                "WITH picked AS (
                     SELECT ev.id FROM events ev
                     WHERE ev.created_at < now() - $1 * interval '1 second'
                       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = ev.id AND d.status <> 'succeeded')
                     ORDER BY ev.created_at LIMIT $2
-                    FOR UPDATE SKIP LOCKED)",
+                    FOR UPDATE SKIP LOCKED
+                 ), dl AS (
+                    DELETE FROM deliveries d USING picked p
+                    WHERE d.event_id = p.id AND d.status = 'succeeded'
+                    RETURNING d.id
+                 ), log AS (
+                    DELETE FROM delivery_attempts a USING dl WHERE a.delivery_id = dl.id
+                 ), ev AS (
+                    DELETE FROM events e USING picked p
+                    WHERE e.id = p.id
+                      AND NOT EXISTS (SELECT 1 FROM deliveries d
+                                      WHERE d.event_id = p.id AND d.id NOT IN (SELECT id FROM dl))
+                    RETURNING 1
+                 )
+                 SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM ev)",
             )
             .bind(secs)
             .bind(PRUNE_BATCH)
-            .execute(&self.pool)
+            .fetch_one(&self.pool)
             .await?;
-            total += r.rows_affected();
-            if r.rows_affected() < PRUNE_BATCH as u64 {
+            total += deleted as u64;
+            if picked < PRUNE_BATCH {
                 break;
             }
         }

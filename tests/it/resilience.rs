@@ -1086,6 +1086,87 @@ async fn retention_prunes_only_old_fully_delivered_events() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn retention_keeps_a_delivery_redriven_while_it_prunes() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let pool = app.store.pool();
+    app.endpoint(json!({"url": "https://93.184.216.34/a"}))
+        .await;
+    let event = app
+        .publish("one.x", json!({}))
+        .await
+        .parse::<EventId>()
+        .unwrap()
+        .uuid();
+    sqlx::query(
+        "UPDATE deliveries SET status = 'succeeded', attempts = 1, next_attempt_at = NULL, finished_at = now()
+         WHERE event_id = $1",
+    )
+    .bind(event)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE events SET created_at = now() - interval '40 days' WHERE id = $1")
+        .bind(event)
+        .execute(pool)
+        .await
+        .unwrap();
+
+    // A redrive of the delivery, still uncommitted: retention's snapshot sees a
+    // fully delivered old event and picks it, then waits for the delivery's lock.
+    let mut redrive = pool.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE deliveries SET status = 'pending', round_base = attempts, finished_at = NULL,
+             next_attempt_at = now(), updated_at = now()
+         WHERE event_id = $1",
+    )
+    .bind(event)
+    .execute(&mut *redrive)
+    .await
+    .unwrap();
+    let store = app.store.clone();
+    let pruning = tokio::spawn(async move {
+        store
+            .prune(Duration::from_secs(30 * 86_400), 1)
+            .await
+            .unwrap()
+    });
+    eventually("retention waits for the redrive's row lock", Duration::from_secs(10), || async {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%WITH picked AS%'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        n > 0
+    })
+    .await;
+    redrive.commit().await.unwrap();
+
+    assert_eq!(pruning.await.unwrap(), 0, "nothing was pruned");
+    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM events WHERE id = $1")
+        .bind(event)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let (status,): (String,) =
+        sqlx::query_as("SELECT status::text FROM deliveries WHERE event_id = $1")
+            .bind(event)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (events, status.as_str()),
+        (1, "pending"),
+        "the redriven delivery and its event survive retention"
+    );
+    app.stop().await;
+}
+
 // ---------------------------------------------------------------------------
 // 7. Limits
 // ---------------------------------------------------------------------------
