@@ -71,17 +71,21 @@ impl Dispatcher {
             started_at,
             duration: clock.elapsed(),
         };
-        // Literal IP hosts never reach the resolver, so check the URL here too.
-        if let Err(e) = self.ssrf.check_url(&d.url) {
-            return finish(
-                Outcome::Failed {
-                    status: None,
-                    error: format!("refused by SSRF policy: {e}"),
-                    retry_after: None,
-                },
-                None,
-            );
-        }
+        // Literal IP hosts never reach the resolver, so check the URL here too. The
+        // URL parsed for the check is the one sent (parsed once per attempt).
+        let url = match self.ssrf.check_url(&d.url) {
+            Ok(url) => url,
+            Err(e) => {
+                return finish(
+                    Outcome::Failed {
+                        status: None,
+                        error: format!("refused by SSRF policy: {e}"),
+                        retry_after: None,
+                    },
+                    None,
+                )
+            }
+        };
         let timeout = d
             .timeout_ms
             .map(|ms| Duration::from_millis(ms as u64))
@@ -122,7 +126,7 @@ impl Dispatcher {
 
         let req = self
             .client
-            .post(&d.url)
+            .post(url)
             .headers(headers)
             .timeout(timeout)
             .body(d.body.clone());
