@@ -500,6 +500,10 @@ impl Store {
         .bind(&s.probe_failed)
         .bind(circuit_threshold)
         .bind(probe_ms)
+        // Planned per call for the same reason as the completion: a stale generic
+        // plan would scan the whole queue for the endpoint's parked rows, and this
+        // runs exactly when an endpoint is failing and its backlog is largest.
+        .persistent(false)
         .fetch_one(&self.pool)
         .await?;
         Ok((unheld as u64, opened))
