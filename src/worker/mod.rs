@@ -2,8 +2,10 @@
 //!
 //! One claim loop per process leases batches of due deliveries (sized by free
 //! in-flight slots), a task per delivery sends it, and one completer writes the
-//! outcomes back in batches. An in-flight slot is only freed once its outcome is
-//! durable, so a slow database pushes back on claiming instead of piling up work.
+//! outcomes back in batches. A process-wide in-flight permit is only freed once
+//! its outcome is durable, so a slow database pushes back on claiming instead of
+//! piling up work; an endpoint's own slot (see [`gate`]) is freed as soon as its
+//! request ends, since it only bounds requests open at that receiver.
 
 pub mod dispatch;
 pub mod gate;
