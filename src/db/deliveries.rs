@@ -376,17 +376,18 @@ impl Store {
                 -- the lease index, whose dead entries it then walks for every batch,
                 -- instead of one primary-key probe per row.
                 WHERE d.id = u.id AND d.lease_owner = $1
-                RETURNING d.id, d.endpoint_id
+                -- The attempt's own fields come back with the row, so the log and
+                -- the streaks below read `upd` alone, with no join back to `input`.
+                RETURNING d.id, d.endpoint_id, u.attempt, u.started, u.dur, u.code, u.err, u.body, u.ok, u.probe
              ), log AS (
                 INSERT INTO delivery_attempts (delivery_id, attempt, endpoint_id, started_at, duration_ms, status_code,
                                                error, response_body, succeeded)
-                SELECT u.id, u.attempt, upd.endpoint_id, u.started, u.dur, u.code, u.err, u.body, u.ok
-                FROM input u JOIN upd ON upd.id = u.id
+                SELECT id, attempt, endpoint_id, started, dur, code, err, body, ok FROM upd
                 ON CONFLICT DO NOTHING
              ), streak AS (
-                SELECT upd.endpoint_id, bool_or(u.ok) AS any_ok, count(*) FILTER (WHERE NOT u.ok)::int AS fails,
-                       bool_or(u.probe AND NOT u.ok) AS probe_failed
-                FROM input u JOIN upd ON upd.id = u.id GROUP BY upd.endpoint_id
+                SELECT endpoint_id, bool_or(ok) AS any_ok, count(*) FILTER (WHERE NOT ok)::int AS fails,
+                       bool_or(probe AND NOT ok) AS probe_failed
+                FROM upd GROUP BY endpoint_id
              ), attention AS (
                 -- Healthy endpoints (all succeeded, no streak, circuit closed) need
                 -- no second statement, and their rows are not written at all.
