@@ -1,0 +1,236 @@
+//! Retention.
+
+use std::time::Duration;
+
+use hookit::domain::ids::EventId;
+use serde_json::json;
+
+use crate::common::{eventually, Options, TestApp};
+
+#[tokio::test]
+async fn retention_prunes_only_old_fully_delivered_events() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let pool = app.store.pool();
+    let a = app
+        .endpoint(json!({"url": "https://93.184.216.34/a"}))
+        .await;
+    app.endpoint(json!({"url": "https://93.184.216.34/b", "event_types": ["two.*"]}))
+        .await;
+    let uuid = |id: &str| id.parse::<EventId>().unwrap().uuid();
+    let set_status = |event: uuid::Uuid, status: &'static str| async move {
+        sqlx::query(
+            "UPDATE deliveries SET status = $2::delivery_status, attempts = 1, next_attempt_at = NULL, finished_at = now()
+             WHERE event_id = $1",
+        )
+        .bind(event)
+        .bind(status)
+        .execute(pool)
+        .await
+        .unwrap();
+    };
+    let backdate = |event: uuid::Uuid| async move {
+        sqlx::query("UPDATE events SET created_at = now() - interval '40 days' WHERE id = $1")
+            .bind(event)
+            .execute(pool)
+            .await
+            .unwrap();
+    };
+
+    let old_ok = uuid(&app.publish("one.x", json!({})).await);
+    set_status(old_ok, "succeeded").await;
+    sqlx::query(
+        "INSERT INTO delivery_attempts (delivery_id, attempt, endpoint_id, started_at, duration_ms, status_code, succeeded)
+         SELECT id, 1, endpoint_id, now() - interval '40 days', 5, 200, true FROM deliveries WHERE event_id = $1",
+    )
+    .bind(old_ok)
+    .execute(pool)
+    .await
+    .unwrap();
+    backdate(old_ok).await;
+    let old_dead = uuid(&app.publish("one.x", json!({})).await);
+    set_status(old_dead, "dead").await;
+    backdate(old_dead).await;
+    let old_pending = uuid(&app.publish("one.x", json!({})).await);
+    backdate(old_pending).await;
+    // Two deliveries: one succeeded, one dead letter.
+    let old_mixed = uuid(&app.publish("two.x", json!({})).await);
+    set_status(old_mixed, "succeeded").await;
+    sqlx::query("UPDATE deliveries SET status = 'dead' WHERE event_id = $1 AND endpoint_id = $2")
+        .bind(old_mixed)
+        .bind(a.parse::<hookit::domain::ids::EndpointId>().unwrap().uuid())
+        .execute(pool)
+        .await
+        .unwrap();
+    backdate(old_mixed).await;
+    let new_ok = uuid(&app.publish("one.x", json!({})).await);
+    set_status(new_ok, "succeeded").await;
+    // An idempotency record past its 24 h, on an event that is itself kept.
+    let r = app
+        .req(reqwest::Method::POST, "/v1/events")
+        .header("idempotency-key", "old-key")
+        .json(&json!({"event_type": "one.x", "payload": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    sqlx::query(
+        "UPDATE idempotency_keys SET created_at = now() - interval '2 days' WHERE key = 'old-key'",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    // Enough old delivered events to need several batches.
+    sqlx::query(
+        "WITH ev AS (
+            INSERT INTO events (id, tenant, event_type, body, created_at)
+            SELECT gen_random_uuid(), 'acme', 'bulk.old', '{}', now() - interval '35 days' FROM generate_series(1, 2500)
+            RETURNING id)
+         INSERT INTO deliveries (id, tenant, event_id, endpoint_id, status, attempts, finished_at)
+         SELECT gen_random_uuid(), 'acme', ev.id, $1, 'succeeded', 1, now() FROM ev",
+    )
+    .bind(a.parse::<hookit::domain::ids::EndpointId>().unwrap().uuid())
+    .execute(pool)
+    .await
+    .unwrap();
+
+    let retention = Duration::from_secs(30 * 86_400);
+    // Oldest first, one batch at a time.
+    assert_eq!(app.store.prune(retention, 1).await.unwrap(), 1000);
+    let exists = |event: uuid::Uuid| async move {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM events WHERE id = $1")
+            .bind(event)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        n == 1
+    };
+    assert!(
+        !exists(old_ok).await,
+        "the oldest delivered event goes in the first batch"
+    );
+    assert_eq!(app.store.prune(retention, 50).await.unwrap(), 1501);
+    assert_eq!(
+        app.store.prune(retention, 50).await.unwrap(),
+        0,
+        "nothing left to prune"
+    );
+
+    for (what, event) in [
+        ("dead letter", old_dead),
+        ("pending", old_pending),
+        ("partly dead", old_mixed),
+        ("recent", new_ok),
+    ] {
+        assert!(exists(event).await, "the {what} event was kept");
+    }
+    let count = |sql: &'static str| async move {
+        let (n,): (i64,) = sqlx::query_as(sql).fetch_one(pool).await.unwrap();
+        n
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM events WHERE event_type = 'bulk.old'").await,
+        0
+    );
+    assert_eq!(count("SELECT count(*) FROM deliveries d LEFT JOIN events e ON e.id = d.event_id WHERE e.id IS NULL").await, 0);
+    assert_eq!(
+        count("SELECT count(*) FROM delivery_attempts").await,
+        0,
+        "attempt logs go with their event"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM idempotency_keys WHERE key = 'old-key'").await,
+        0,
+        "expired idempotency records are pruned"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM deliveries WHERE status = 'dead'").await,
+        2,
+        "dead letters are kept"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn retention_keeps_a_delivery_redriven_while_it_prunes() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let pool = app.store.pool();
+    app.endpoint(json!({"url": "https://93.184.216.34/a"}))
+        .await;
+    let event = app
+        .publish("one.x", json!({}))
+        .await
+        .parse::<EventId>()
+        .unwrap()
+        .uuid();
+    sqlx::query(
+        "UPDATE deliveries SET status = 'succeeded', attempts = 1, next_attempt_at = NULL, finished_at = now()
+         WHERE event_id = $1",
+    )
+    .bind(event)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE events SET created_at = now() - interval '40 days' WHERE id = $1")
+        .bind(event)
+        .execute(pool)
+        .await
+        .unwrap();
+
+    // A redrive of the delivery, still uncommitted: retention's snapshot sees a
+    // fully delivered old event and picks it, then waits for the delivery's lock.
+    let mut redrive = pool.begin().await.unwrap();
+    sqlx::query(
+        "UPDATE deliveries SET status = 'pending', round_base = attempts, finished_at = NULL,
+             next_attempt_at = now(), updated_at = now()
+         WHERE event_id = $1",
+    )
+    .bind(event)
+    .execute(&mut *redrive)
+    .await
+    .unwrap();
+    let store = app.store.clone();
+    let pruning = tokio::spawn(async move {
+        store
+            .prune(Duration::from_secs(30 * 86_400), 1)
+            .await
+            .unwrap()
+    });
+    eventually("retention waits for the redrive's row lock", Duration::from_secs(10), || async {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%WITH picked AS%'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        n > 0
+    })
+    .await;
+    redrive.commit().await.unwrap();
+
+    assert_eq!(pruning.await.unwrap(), 0, "nothing was pruned");
+    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM events WHERE id = $1")
+        .bind(event)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let (status,): (String,) =
+        sqlx::query_as("SELECT status::text FROM deliveries WHERE event_id = $1")
+            .bind(event)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (events, status.as_str()),
+        (1, "pending"),
+        "the redriven delivery and its event survive retention"
+    );
+    app.stop().await;
+}
