@@ -3,9 +3,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Body;
+use hyper_util::client::legacy::connect::{capture_connection, CaptureConnection};
+use tracing::warn;
 
+use super::client::{self, HttpClient};
 use super::resolver::CheckedResolver;
 use crate::db::deliveries::{excerpt, Claimed, RESPONSE_EXCERPT};
 use crate::domain::ids::EventId;
@@ -29,7 +36,7 @@ pub struct Attempted {
 /// Sends webhook requests through one pooled, keep-alive HTTP client.
 #[derive(Clone)]
 pub struct Dispatcher {
-    client: reqwest::Client,
+    client: HttpClient,
     ssrf: Arc<SsrfPolicy>,
     default_timeout: Duration,
     user_agent: HeaderValue,
@@ -42,17 +49,7 @@ impl Dispatcher {
         connect_timeout: Duration,
         default_timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            // Redirects are failures: following one could lead anywhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .tcp_nodelay(true)
-            .dns_resolver(Arc::new(CheckedResolver::new(ssrf.clone())))
-            // No ambient proxy: a proxy would bypass the address checks.
-            .no_proxy()
-            .build()?;
+        let client = client::build(CheckedResolver::new(ssrf.clone()), connect_timeout);
         Ok(Self {
             client,
             ssrf: Arc::new(ssrf),
@@ -61,7 +58,9 @@ impl Dispatcher {
         })
     }
 
-    /// Sends one attempt of `d`, signed with every secret in `secrets`.
+    /// Sends one attempt of `d`, signed with every secret in `secrets`. Returns
+    /// once the receiver no longer holds the request: an abandoned request's
+    /// connection is closed first (see [`client`]).
     pub async fn send(&self, d: &Claimed, secrets: &[Secret]) -> Attempted {
         let started_at = Utc::now();
         let clock = Instant::now();
@@ -71,30 +70,120 @@ impl Dispatcher {
             started_at,
             duration: clock.elapsed(),
         };
+        let failed = |error: String| Outcome::Failed {
+            status: None,
+            error,
+            retry_after: None,
+        };
         // Literal IP hosts never reach the resolver, so check the URL here too. The
         // URL parsed for the check is the one sent (parsed once per attempt).
-        let url = match self.ssrf.check_url(&d.url) {
-            Ok(url) => url,
-            Err(e) => {
-                return finish(
-                    Outcome::Failed {
-                        status: None,
-                        error: format!("refused by SSRF policy: {e}"),
-                        retry_after: None,
-                    },
-                    None,
-                )
-            }
+        let uri: Uri = match self.ssrf.check_url(&d.url) {
+            Ok(url) => match url.as_str().parse() {
+                Ok(uri) => uri,
+                Err(e) => return finish(failed(format!("the URL is not a valid URI: {e}")), None),
+            },
+            Err(e) => return finish(failed(format!("refused by SSRF policy: {e}")), None),
         };
         let timeout = d
             .timeout_ms
             .map(|ms| Duration::from_millis(ms as u64))
             .unwrap_or(self.default_timeout);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let timed_out = || format!("timed out after {} ms", timeout.as_millis());
+        let mut req = Request::post(uri)
+            .body(Full::new(Bytes::from(d.body.clone())))
+            .expect("a POST with a checked URI is a valid request");
+        *req.headers_mut() = self.headers(d, started_at.timestamp(), secrets);
+        let capture = capture_connection(&mut req);
+
+        let resp = match tokio::time::timeout_at(deadline, self.client.request(req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                let outcome = failed(describe(&e));
+                self.wait_closed(&capture).await;
+                return finish(outcome, None);
+            }
+            Err(_) => {
+                let outcome = failed(timed_out());
+                self.wait_closed(&capture).await;
+                return finish(outcome, None);
+            }
+        };
+        let status = resp.status().as_u16();
+        let retry_after = match status {
+            429 | 502 | 503 | 504 => resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, Utc::now())),
+            _ => None,
+        };
+        // Read at most RESPONSE_EXCERPT bytes; a huge or endless body is cut off and
+        // the connection closed, and a slow drip is bounded by the request timeout.
+        let mut body = resp.into_body();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut body_error = None;
+        let mut complete = false;
+        while buf.len() < RESPONSE_EXCERPT {
+            match tokio::time::timeout_at(deadline, body.frame()).await {
+                Ok(Some(Ok(frame))) => {
+                    if let Ok(chunk) = frame.into_data() {
+                        buf.extend_from_slice(
+                            &chunk[..chunk.len().min(RESPONSE_EXCERPT - buf.len())],
+                        )
+                    }
+                }
+                Ok(None) => {
+                    complete = true;
+                    break;
+                }
+                Ok(Some(Err(e))) => {
+                    body_error = Some(describe_body(&e));
+                    break;
+                }
+                Err(_) => {
+                    body_error = Some(timed_out());
+                    break;
+                }
+            }
+        }
+        if !complete {
+            // The excerpt is full: at most one more frame says whether the body ends.
+            complete = buf.len() >= RESPONSE_EXCERPT && body.is_end_stream();
+        }
+        let excerpt_body = (!buf.is_empty()).then(|| excerpt(&buf));
+        // A 2xx whose body then failed or timed out still counts as delivered: the
+        // receiver accepted the event with its status line.
+        let outcome = if (200..300).contains(&status) {
+            Outcome::Delivered { status }
+        } else {
+            let mut error = match (300..400).contains(&status) {
+                true => format!("HTTP {status} (redirects are not followed)"),
+                false => format!("HTTP {status}"),
+            };
+            if let Some(e) = body_error {
+                error.push_str("; reading the response body: ");
+                error.push_str(&e);
+            }
+            Outcome::Failed {
+                status: Some(status),
+                error,
+                retry_after,
+            }
+        };
+        let attempted = finish(outcome, excerpt_body);
+        if !complete {
+            drop(body);
+            self.wait_closed(&capture).await;
+        }
+        attempted
+    }
+
+    /// The request headers: the endpoint's own, then the signature and ours.
+    fn headers(&self, d: &Claimed, timestamp: i64, secrets: &[Secret]) -> HeaderMap {
         let msg_id = EventId::from_uuid(d.event_id).to_string();
-        let timestamp = started_at.timestamp();
         let refs: Vec<&Secret> = secrets.iter().collect();
         let signature = signature_header(&refs, &msg_id, timestamp, d.body.as_bytes());
-
         let mut headers = HeaderMap::with_capacity(8 + d.headers.len());
         for (k, v) in d.headers.iter() {
             // Validated on write; skip anything that no longer parses rather than fail.
@@ -123,87 +212,44 @@ impl Dispatcher {
         {
             headers.insert("traceparent", tp);
         }
+        headers
+    }
 
-        let req = self
-            .client
-            .post(url)
-            .headers(headers)
-            .timeout(timeout)
-            .body(d.body.clone());
-        let resp = match req.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                return finish(
-                    Outcome::Failed {
-                        status: None,
-                        error: describe(&e, timeout),
-                        retry_after: None,
-                    },
-                    None,
-                )
-            }
+    /// Waits (bounded) until the connection of an abandoned request is closed, so
+    /// that the receiver no longer holds it when the endpoint's slot is freed.
+    async fn wait_closed(&self, capture: &CaptureConnection) {
+        let Some(closed) = client::abandon(capture) else {
+            return;
         };
-        let status = resp.status().as_u16();
-        let retry_after = match status {
-            429 | 502 | 503 | 504 => resp
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, Utc::now())),
-            _ => None,
-        };
-        // Read at most RESPONSE_EXCERPT bytes; a huge or endless body is cut off and
-        // the connection dropped, and a slow drip is bounded by the request timeout.
-        let mut resp = resp;
-        let mut buf: Vec<u8> = Vec::new();
-        let mut body_error = None;
-        while buf.len() < RESPONSE_EXCERPT {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    buf.extend_from_slice(&chunk[..chunk.len().min(RESPONSE_EXCERPT - buf.len())])
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    body_error = Some(describe(&e, timeout));
-                    break;
-                }
-            }
+        if tokio::time::timeout(client::CLOSE_BOUND, closed.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                bound_ms = client::CLOSE_BOUND.as_millis() as u64,
+                "an abandoned request's connection was not closed in time; freeing its slot anyway"
+            );
         }
-        let body = (!buf.is_empty()).then(|| excerpt(&buf));
-        // A 2xx whose body then failed or timed out still counts as delivered: the
-        // receiver accepted the event with its status line.
-        let outcome = if (200..300).contains(&status) {
-            Outcome::Delivered { status }
-        } else {
-            let mut error = match (300..400).contains(&status) {
-                true => format!("HTTP {status} (redirects are not followed)"),
-                false => format!("HTTP {status}"),
-            };
-            if let Some(e) = body_error {
-                error.push_str("; reading the response body: ");
-                error.push_str(&e);
-            }
-            Outcome::Failed {
-                status: Some(status),
-                error,
-                retry_after,
-            }
-        };
-        finish(outcome, body)
     }
 }
 
 /// A short, secret-free description of a transport error (no URL: it may carry tokens).
-fn describe(e: &reqwest::Error, timeout: Duration) -> String {
-    if e.is_timeout() {
-        return format!("timed out after {} ms", timeout.as_millis());
-    }
-    let mut msg = if e.is_connect() {
-        "connection failed".to_string()
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
+    let head = if e.is_connect() {
+        "connection failed"
     } else {
-        "request failed".to_string()
+        "request failed"
     };
-    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    with_sources(head, std::error::Error::source(e))
+}
+
+/// The same for an error while reading the response body.
+fn describe_body(e: &hyper::Error) -> String {
+    with_sources(&e.to_string(), std::error::Error::source(e))
+}
+
+fn with_sources(head: &str, mut src: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut msg = head.to_string();
     let mut depth = 0;
     while let Some(s) = src {
         if depth >= 3 {

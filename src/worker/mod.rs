@@ -7,6 +7,7 @@
 //! piling up work; an endpoint's own slot (see [`gate`]) is freed as soon as its
 //! request ends, since it only bounds requests open at that receiver.
 
+pub mod client;
 pub mod dispatch;
 pub mod gate;
 pub mod resolver;

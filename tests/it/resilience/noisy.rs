@@ -7,7 +7,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::raw::*;
-use crate::common::{Options, Receiver, TestApp};
+use crate::common::{eventually, Options, Receiver, TestApp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_endpoint_does_not_starve_healthy_ones() {
@@ -63,12 +63,20 @@ async fn a_hanging_endpoint_does_not_starve_healthy_ones() {
             .fetch_one(app.store.pool())
             .await
             .unwrap();
-    let max_open = hang.max_open.load(Ordering::SeqCst);
-    eprintln!("noisy neighbour: 180 healthy deliveries in {healthy_done:?}; hanging endpoint: {unfinished} unfinished, at most {max_open} in flight");
     assert!(
         unfinished > 0,
         "the hanging endpoint was still stuck while the healthy ones finished"
     );
+    // The cap must hold while slots turn over: each timed-out request frees a slot
+    // that the next delivery takes at once. Wait for two full turnovers.
+    eventually(
+        "the hanging endpoint's slots turn over twice",
+        Duration::from_secs(20),
+        || async { hang.connections.load(Ordering::SeqCst) > 2 * CAP },
+    )
+    .await;
+    let max_open = hang.max_open.load(Ordering::SeqCst);
+    eprintln!("noisy neighbour: 180 healthy deliveries in {healthy_done:?}; hanging endpoint: {unfinished} unfinished, at most {max_open} in flight");
     assert!(
         (1..=CAP).contains(&max_open),
         "the hanging endpoint held {max_open} requests in flight; its cap is {CAP}"

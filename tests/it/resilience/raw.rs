@@ -1,8 +1,10 @@
 //! Receivers written against the raw socket, for what a well-behaved HTTP server
 //! would never do.
 
+use std::collections::HashSet;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -12,8 +14,12 @@ use tokio::time::Instant;
 /// Connection counters of a raw TCP receiver.
 #[derive(Default)]
 pub(super) struct RawStats {
+    /// Connections accepted.
     pub(super) connections: AtomicUsize,
-    pub(super) open: AtomicUsize,
+    /// Sockets of connections whose handler is still running.
+    live: Mutex<HashSet<RawFd>>,
+    /// Most connections the client held open at once, counted at each accept
+    /// (for a black hole: the requests in flight; see [`OpenGuard::new`]).
     pub(super) max_open: AtomicUsize,
     /// Connections the client closed while we were still writing.
     pub(super) closed_by_client: AtomicUsize,
@@ -22,20 +28,72 @@ pub(super) struct RawStats {
     pub(super) max_bytes_sent: AtomicU64,
 }
 
-pub(super) struct OpenGuard(Arc<RawStats>);
+/// Registers a connection as open for as long as its handler runs.
+impl RawStats {
+    /// Connections whose handler is still running.
+    pub(super) fn open(&self) -> usize {
+        self.live.lock().unwrap().len()
+    }
+}
+
+pub(super) struct OpenGuard {
+    stats: Arc<RawStats>,
+    fd: RawFd,
+}
 
 impl OpenGuard {
-    fn new(s: &Arc<RawStats>) -> Self {
-        s.connections.fetch_add(1, Ordering::SeqCst);
-        let now = s.open.fetch_add(1, Ordering::SeqCst) + 1;
-        s.max_open.fetch_max(now, Ordering::SeqCst);
-        Self(s.clone())
+    /// Registers `stream`, then records how many registered connections the client
+    /// still holds open, this one included.
+    ///
+    /// Counted from the kernel's state of each socket (`TCP_INFO`), not from our
+    /// handlers: a handler notices a close only when it next runs, possibly after
+    /// the next connection was accepted, whereas the kernel has processed the FIN of
+    /// a connection the client closed before it opened the next one.
+    fn new(stats: &Arc<RawStats>, stream: &TcpStream) -> Self {
+        let fd = stream.as_raw_fd();
+        stats.connections.fetch_add(1, Ordering::SeqCst);
+        let mut live = stats.live.lock().unwrap();
+        live.insert(fd);
+        let held = live.iter().filter(|fd| established(**fd)).count();
+        stats.max_open.fetch_max(held, Ordering::SeqCst);
+        Self {
+            stats: stats.clone(),
+            fd,
+        }
+    }
+
+    /// The receiver's counters.
+    pub(super) fn stats(&self) -> &RawStats {
+        &self.stats
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        // Before the stream (and its fd) is closed: a registered fd is always valid.
+        self.stats.live.lock().unwrap().remove(&self.fd);
+    }
+}
+
+/// `TCP_ESTABLISHED` of the kernel's `enum tcp_state` (libc does not export it).
+const TCP_ESTABLISHED: u8 = 1;
+
+/// Whether the peer of socket `fd` has not closed its side: ESTABLISHED, not
+/// CLOSE_WAIT (FIN received) or CLOSE (reset).
+fn established(fd: RawFd) -> bool {
+    // SAFETY: `fd` is a registered, open socket (see OpenGuard), and `info` and
+    // `len` describe a buffer of the size passed.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let rc = libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            &mut info as *mut libc::tcp_info as *mut libc::c_void,
+            &mut len,
+        );
+        rc == 0 && info.tcpi_state == TCP_ESTABLISHED
     }
 }
 
@@ -70,7 +128,8 @@ pub(super) async fn raw_receiver(mode: Misbehaviour) -> (String, Arc<RawStats>) 
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            tokio::spawn(misbehave(stream, mode, s.clone()));
+            let open = OpenGuard::new(&s, &stream);
+            tokio::spawn(misbehave(stream, mode, open));
         }
     });
     (url, stats)
@@ -139,8 +198,8 @@ pub(super) async fn drip(stream: &mut TcpStream, bytes: &[u8], stats: &RawStats)
     }
 }
 
-pub(super) async fn misbehave(mut stream: TcpStream, mode: Misbehaviour, stats: Arc<RawStats>) {
-    let _open = OpenGuard::new(&stats);
+pub(super) async fn misbehave(mut stream: TcpStream, mode: Misbehaviour, open: OpenGuard) {
+    let stats = open.stats();
     if let Misbehaviour::CloseAtOnce = mode {
         return;
     }
@@ -160,20 +219,20 @@ pub(super) async fn misbehave(mut stream: TcpStream, mode: Misbehaviour, stats: 
             let head = format!("HTTP/1.1 {status} Whatever\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n");
             if stream.write_all(head.as_bytes()).await.is_ok() {
                 let chunk = format!("4000\r\n{}\r\n", "x".repeat(0x4000));
-                write_forever(&mut stream, chunk.as_bytes(), &stats).await;
+                write_forever(&mut stream, chunk.as_bytes(), stats).await;
             }
         }
         Misbehaviour::EndlessHeaders => {
             if stream.write_all(b"HTTP/1.1 200 OK\r\n").await.is_ok() {
                 let line = format!("x-filler: {}\r\n", "y".repeat(1000));
-                write_forever(&mut stream, line.as_bytes(), &stats).await;
+                write_forever(&mut stream, line.as_bytes(), stats).await;
             }
         }
         Misbehaviour::DripAll => {
             drip(
                 &mut stream,
                 b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
-                &stats,
+                stats,
             )
             .await
         }
@@ -183,7 +242,7 @@ pub(super) async fn misbehave(mut stream: TcpStream, mode: Misbehaviour, stats: 
                 .await
                 .is_ok()
             {
-                drip(&mut stream, &[b'z'; 100], &stats).await;
+                drip(&mut stream, &[b'z'; 100], stats).await;
             }
         }
         Misbehaviour::Garbage => {

@@ -74,7 +74,7 @@ async fn misbehaving_receivers_cost_one_bounded_attempt_each() {
             eventually(
                 "the worker hangs up on an endless response",
                 Duration::from_secs(10),
-                || async { stats.open.load(Ordering::SeqCst) == 0 },
+                || async { stats.open() == 0 },
             )
             .await;
             assert_eq!(
