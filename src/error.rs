@@ -12,6 +12,10 @@ pub enum Error {
     /// The database cannot be reached (down, restarting, pool exhausted).
     #[error("the database is unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// The database is known to be down (see `db::availability`): refused without
+    /// trying, so nothing was written.
+    #[error("the database has been unreachable for {} ms", .0.as_millis())]
+    DatabaseDown(std::time::Duration),
     /// The object does not exist for this tenant.
     #[error("{0} not found")]
     NotFound(&'static str),

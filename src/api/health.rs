@@ -31,6 +31,10 @@ async fn readyz(State(s): State<AppState>) -> Result<&'static str, Problem> {
 
 /// Refreshes the queue gauges from the database.
 pub async fn record_queue_gauges(store: &Store) {
+    // Keep /metrics fast in an outage (hookit_database_up says why they are stale).
+    if store.availability().is_down() {
+        return;
+    }
     if let Ok(q) = store.queue_stats().await {
         for status in crate::db::deliveries::STATUSES {
             let n = q

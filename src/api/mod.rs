@@ -99,6 +99,7 @@ impl AppState {
 /// The whole API.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.body_limit;
+    let availability = state.store.availability().clone();
     Router::new()
         .merge(endpoints::router())
         .merge(events::router())
@@ -109,6 +110,10 @@ pub fn router(state: AppState) -> Router {
         .merge(openapi::router())
         .merge(dashboard::router())
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            availability,
+            fail_fast,
+        ))
         .layer(axum::middleware::from_fn(limit_head))
         .layer(axum::middleware::from_fn(observe))
         .with_state(state)
@@ -146,6 +151,23 @@ async fn limit_head(req: Request, next: Next) -> Response {
             format!("the request headers may total at most {MAX_HEADER_BYTES} bytes"),
         )
         .into_response();
+    }
+    next.run(req).await
+}
+
+/// While the database is known down, answers `/v1` requests (which all need it)
+/// with 503 and Retry-After at once, instead of letting each wait out the pool's
+/// connect timeout. The demo's receiver switch needs no database.
+async fn fail_fast(
+    State(availability): State<crate::db::availability::Availability>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    if path.starts_with("/v1/") && !path.starts_with("/v1/demo/") {
+        if let Some(down) = availability.down_for() {
+            return Problem::from(crate::error::Error::DatabaseDown(down)).into_response();
+        }
     }
     next.run(req).await
 }

@@ -127,6 +127,10 @@ impl From<Error> for Problem {
                      (with the same Idempotency-Key, a retry cannot create a duplicate)",
                 )
             }
+            Error::DatabaseDown(for_how_long) => Problem::unavailable(format!(
+                "the database has been unreachable for {} s; nothing was stored. Retry later",
+                for_how_long.as_secs()
+            )),
             Error::Db(source) => {
                 tracing::error!(error = %source, "database error");
                 Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "an internal error occurred")

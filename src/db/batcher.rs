@@ -3,14 +3,27 @@
 //! writer tasks each take whatever requests have queued up while the previous
 //! statement ran. An idle API still answers a lone request with a single statement,
 //! and under load the batch grows by itself, with no timer adding latency.
+//!
+//! During an outage no request waits longer than [`INGEST_BOUND`]: a writer whose
+//! connection is slow to come asks for a probe (see `db::availability`) and gives
+//! up on its batch as soon as the database is known down; a request whose bound
+//! ran out is dropped from the queue before any writer sends it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
+use super::availability::Availability;
 use crate::error::{Error, Result};
+
+/// Longest an ingestion request waits for its statement (the documented bound of
+/// a 503 during an outage).
+pub(crate) const INGEST_BOUND: Duration = Duration::from_secs(5);
+/// A connection that has not come within this is suspicious: ask for a probe.
+const SLOW_ACQUIRE: Duration = Duration::from_millis(200);
 
 /// Most events in one statement.
 const MAX_BATCH: usize = 256;
@@ -41,11 +54,11 @@ pub(crate) struct Batcher {
 
 impl Batcher {
     /// Starts the writers on the current runtime.
-    pub(crate) fn start(pool: sqlx::PgPool) -> Self {
+    pub(crate) fn start(pool: sqlx::PgPool, availability: Availability) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(MAX_BATCH * WRITERS * 4);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..WRITERS {
-            let (rx, pool) = (rx.clone(), pool.clone());
+            let (rx, pool, availability) = (rx.clone(), pool.clone(), availability.clone());
             tokio::spawn(async move {
                 let mut batch = Vec::with_capacity(MAX_BATCH);
                 loop {
@@ -62,23 +75,32 @@ impl Batcher {
                             }
                         }
                     }
-                    write(&pool, &mut batch).await;
+                    write(&pool, &availability, &mut batch).await;
                 }
             });
         }
         Self { tx }
     }
 
-    /// Queues one event and waits for its statement to commit.
+    /// Queues one event and waits for its statement to commit, at most
+    /// [`INGEST_BOUND`]. Past the bound the answer is a 503: if no writer has taken
+    /// the job yet it is never written; if one has, its statement may still commit
+    /// (as when a connection drops after a commit), which an Idempotency-Key makes
+    /// harmless.
     pub(crate) async fn submit(&self, mut job: Job) -> Result<(bool, i64)> {
         let (reply, rx) = oneshot::channel();
         job.reply = reply;
-        self.tx
-            .send(job)
+        let wait = async {
+            self.tx
+                .send(job)
+                .await
+                .map_err(|_| Error::Unavailable(sqlx::Error::PoolClosed))?;
+            rx.await
+                .map_err(|_| Error::Unavailable(sqlx::Error::PoolClosed))?
+        };
+        tokio::time::timeout(INGEST_BOUND, wait)
             .await
-            .map_err(|_| Error::Unavailable(sqlx::Error::PoolClosed))?;
-        rx.await
-            .map_err(|_| Error::Unavailable(sqlx::Error::PoolClosed))?
+            .unwrap_or(Err(Error::Unavailable(sqlx::Error::PoolTimedOut)))
     }
 }
 
@@ -87,7 +109,66 @@ pub(crate) fn unset_reply() -> oneshot::Sender<Result<(bool, i64)>> {
     oneshot::channel().0
 }
 
-async fn write(pool: &sqlx::PgPool, batch: &mut Vec<Job>) {
+/// A connection for one statement, or why there is none: waits for the pool, but
+/// asks for a probe if that is slow, and stops waiting once the database is known
+/// down.
+async fn connection(
+    pool: &sqlx::PgPool,
+    availability: &Availability,
+) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+    if let Some(down) = availability.down_for() {
+        return Err(Error::DatabaseDown(down));
+    }
+    let acquire = pool.acquire();
+    tokio::pin!(acquire);
+    if let Ok(c) = tokio::time::timeout(SLOW_ACQUIRE, &mut acquire).await {
+        return c.map_err(|e| {
+            let e = Error::from(e);
+            availability.report(&e);
+            e
+        });
+    }
+    availability.suspect();
+    tokio::select! {
+        c = &mut acquire => c.map_err(|e| {
+            let e = Error::from(e);
+            availability.report(&e);
+            e
+        }),
+        _ = availability.went_down() => Err(Error::DatabaseDown(availability.down_for().unwrap_or_default())),
+    }
+}
+
+/// Answers every job of `batch` with `e`.
+fn fail_all(batch: &mut Vec<Job>, e: &Error) {
+    for j in batch.drain(..) {
+        let copy = match e {
+            Error::DatabaseDown(d) => Error::DatabaseDown(*d),
+            other => Error::Unavailable(sqlx::Error::Protocol(format!(
+                "ingestion batch failed: {other}"
+            ))),
+        };
+        let _ = j.reply.send(Err(copy));
+    }
+}
+
+async fn write(pool: &sqlx::PgPool, availability: &Availability, batch: &mut Vec<Job>) {
+    // Requests whose bound ran out have gone: do not write what nobody will confirm.
+    batch.retain(|j| !j.reply.is_closed());
+    if batch.is_empty() {
+        return;
+    }
+    let mut conn = match connection(pool, availability).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, events = batch.len(), "ingestion batch refused: no database connection");
+            return fail_all(batch, &e);
+        }
+    };
+    batch.retain(|j| !j.reply.is_closed());
+    if batch.is_empty() {
+        return;
+    }
     metrics::histogram!("hookit_ingest_batch_size").record(batch.len() as f64);
     let n = batch.len();
     let (
@@ -167,8 +248,9 @@ async fn write(pool: &sqlx::PgPool, batch: &mut Vec<Job>) {
     .bind(&tps)
     .bind(&ats)
     .bind(&only)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await;
+    drop(conn);
     match result {
         Ok(rows) => {
             let by_id: std::collections::HashMap<Uuid, (bool, i64)> =
@@ -188,6 +270,9 @@ async fn write(pool: &sqlx::PgPool, batch: &mut Vec<Job>) {
             // same Idempotency-Key then replays instead of duplicating.) Every row is
             // validated before it is queued, so one request cannot fail a batch.
             let unavailable = crate::error::is_unavailable(&e);
+            if unavailable {
+                availability.suspect();
+            }
             tracing::warn!(error = %e, events = batch.len(), "ingestion batch failed");
             for j in batch.drain(..) {
                 let copy = sqlx::Error::Protocol(format!("ingestion batch failed: {e}"));

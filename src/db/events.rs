@@ -134,9 +134,9 @@ impl Store {
         let now = Utc::now().trunc_subsecs(6);
         let body = envelope(&id, ev.event_type, now, ev.payload);
         let hash = request_hash(ev);
-        let batcher = self
-            .batcher
-            .get_or_init(|| super::batcher::Batcher::start(self.pool.clone()));
+        let batcher = self.batcher.get_or_init(|| {
+            super::batcher::Batcher::start(self.pool.clone(), self.availability().clone())
+        });
         // Written by the group-commit batcher: the idempotency record, the event and
         // every delivery commit together or not at all (see db::batcher).
         let (created, deliveries) = batcher

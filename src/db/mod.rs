@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use crate::domain::crypto::MasterKey;
 use crate::error::Result;
 
+pub mod availability;
 mod batcher;
 pub mod deliveries;
 pub mod endpoints;
@@ -22,6 +23,9 @@ pub mod stats;
 /// Channel on which ingestion announces new work to sleeping workers.
 pub const WORK_CHANNEL: &str = "hookit_work";
 
+/// Longest a readiness ping waits for the database.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Page size cap of every list route.
 pub const MAX_PAGE: i64 = 1000;
 
@@ -30,6 +34,8 @@ pub const MAX_PAGE: i64 = 1000;
 pub struct Store {
     pool: PgPool,
     key: MasterKey,
+    /// Whether the database is reachable (see [`availability`]).
+    availability: availability::Availability,
     /// Ingestion's group-commit writers, started on first use.
     batcher: std::sync::Arc<std::sync::OnceLock<batcher::Batcher>>,
 }
@@ -37,11 +43,17 @@ pub struct Store {
 impl Store {
     /// Wraps an existing pool.
     pub fn new(pool: PgPool, key: MasterKey) -> Self {
+        let availability = availability::Availability::new((*pool.connect_options()).clone());
         Self {
             pool,
             key,
+            availability,
             batcher: Default::default(),
         }
+    }
+    /// Whether the database is reachable, as this process last found out.
+    pub fn availability(&self) -> &availability::Availability {
+        &self.availability
     }
     /// The pool (for health checks and LISTEN).
     pub fn pool(&self) -> &PgPool {
@@ -51,10 +63,23 @@ impl Store {
     pub fn master_key(&self) -> &MasterKey {
         &self.key
     }
-    /// Whether the database answers.
+    /// Whether the database answers: at once when it is known down, otherwise
+    /// within [`PING_TIMEOUT`].
     pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        if let Some(down) = self.availability.down_for() {
+            return Err(crate::error::Error::DatabaseDown(down));
+        }
+        let r =
+            match tokio::time::timeout(PING_TIMEOUT, sqlx::query("SELECT 1").execute(&self.pool))
+                .await
+            {
+                Ok(r) => r.map(|_| ()).map_err(Into::into),
+                Err(_) => Err(crate::error::Error::Unavailable(sqlx::Error::PoolTimedOut)),
+            };
+        if let Err(e) = &r {
+            self.availability.report(e);
+        }
+        r
     }
     /// Wakes sleeping workers (coalesced by the caller).
     pub async fn notify_work(&self) -> Result<()> {

@@ -59,7 +59,9 @@ impl Error {
             Error::Kube(kube::Error::Api(s)) if s.code == 409 => "kube_conflict",
             Error::Kube(kube::Error::Api(s)) if s.code == 403 => "kube_forbidden",
             Error::Kube(_) => "kube",
-            Error::Store(crate::error::Error::Unavailable(_)) => "database_unavailable",
+            Error::Store(
+                crate::error::Error::Unavailable(_) | crate::error::Error::DatabaseDown(_),
+            ) => "database_unavailable",
             Error::Store(_) => "database",
             Error::Incomplete(_) => "incomplete_object",
         }

@@ -180,6 +180,7 @@ impl Worker {
                     c
                 }
                 Err(e) => {
+                    this.store.availability().report(&e);
                     warn!(error = %e, "claim failed; backing off");
                     drop(permits);
                     tokio::select! {

@@ -168,19 +168,20 @@ impl Tally {
     }
 }
 
-/// Publishes until `total` requests were issued (or the deadline), recording every
+/// Publishes until `total` events were accepted (or the deadline), recording every
 /// answer: a 2xx must carry the event id, anything else must be a 503 problem with
-/// a Retry-After.
+/// a Retry-After, after which it waits a little, as a client honouring Retry-After
+/// would (shortened, so the test stays quick).
 async fn publisher(base: String, key: String, tally: Arc<Tally>, total: usize, deadline: Instant) {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
     loop {
-        let n = tally.issued.fetch_add(1, Ordering::SeqCst);
-        if n >= total || Instant::now() > deadline {
+        if tally.accepted() >= total || Instant::now() > deadline {
             return;
         }
+        let n = tally.issued.fetch_add(1, Ordering::SeqCst);
         let sent = http
             .post(format!("{base}/v1/events"))
             .bearer_auth(&key)
@@ -223,6 +224,7 @@ async fn publisher(base: String, key: String, tally: Arc<Tally>, total: usize, d
                 && body["status"] == 503 =>
             {
                 tally.unavailable.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             _ => tally.unexpected.lock().unwrap().push(format!(
                 "request {n}: {status} ({content_type}, retry-after: {retry_after}) {body}"
@@ -294,9 +296,10 @@ async fn database_goes_away_under_load(how: Outage) {
         accepted.len() > accepted_before,
         "publishing resumed after the restart"
     );
+    assert!(accepted.len() >= TOTAL, "publishing went on to the end");
     assert_eq!(
         accepted.len() + tally.unavailable.load(Ordering::SeqCst),
-        TOTAL,
+        tally.issued.load(Ordering::SeqCst),
         "every request was answered"
     );
 
@@ -352,4 +355,216 @@ async fn post_json(base: &str, key: &str, path: &str, body: Value) -> (u16, Valu
         .unwrap();
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// One answer a publisher got: when the request started, how long it took, status.
+type Answer = (Instant, Duration, u16);
+
+/// Publishes until `stop`, recording every answer (a transport error is status 0).
+async fn timed_publisher(
+    base: String,
+    key: String,
+    answers: Arc<Mutex<Vec<Answer>>>,
+    stop: CancellationToken,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    // Bounded: at most this many requests, even if `stop` never came.
+    for n in 0..100_000u32 {
+        if stop.is_cancelled() {
+            return;
+        }
+        let started = Instant::now();
+        let r = http
+            .post(format!("{base}/v1/events"))
+            .bearer_auth(&key)
+            .json(&json!({"event_type": "load.tick", "payload": {"n": n}}))
+            .send()
+            .await;
+        let status = match r {
+            Ok(r) => {
+                let status = r.status().as_u16();
+                let ok = status == 202
+                    || (status == 503
+                        && r.headers().get("retry-after").is_some()
+                        && r.headers()["content-type"] == "application/problem+json");
+                let _ = r.bytes().await;
+                if ok {
+                    status
+                } else {
+                    1000 + status
+                }
+            }
+            Err(_) => 0,
+        };
+        answers
+            .lock()
+            .unwrap()
+            .push((started, started.elapsed(), status));
+        if status != 202 {
+            // A client that got a 503 backs off a little, as Retry-After asks
+            // (shortened: the test wants many samples of the outage).
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_answered_within_the_bound_and_fast_once_known() {
+    // 12 concurrent publishers: with them, some 503s took 10 s before the fix
+    // (3 writers each waiting 5 s for a connection, requests queued behind them).
+    const PUBLISHERS: usize = 12;
+    const BOUND: Duration = Duration::from_secs(5);
+    let mut stack = PrivateStack::start(|_| {}).await;
+    let rx = Receiver::start().await;
+    let (status, ep) = post_json(
+        &stack.base,
+        &stack.key,
+        "/v1/endpoints",
+        json!({"url": rx.url("/o")}),
+    )
+    .await;
+    assert_eq!(status, 201, "{ep}");
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let stop = CancellationToken::new();
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|_| {
+            tokio::spawn(timed_publisher(
+                stack.base.clone(),
+                stack.key.clone(),
+                answers.clone(),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    let accepted = || {
+        answers
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a.2 == 202)
+            .count()
+    };
+    eventually(
+        "publishing works before the outage",
+        Duration::from_secs(30),
+        || async { accepted() >= 100 },
+    )
+    .await;
+
+    let down_at = Instant::now();
+    stack.take_down(Outage::FastShutdown).await;
+    let http = reqwest::Client::new();
+    // Readiness follows the known state: a prompt 503, not a hung probe.
+    eventually(
+        "readiness reports the outage",
+        Duration::from_secs(10),
+        || async {
+            let r = http
+                .get(format!("{}/readyz", stack.base))
+                .send()
+                .await
+                .unwrap();
+            r.status() == 503
+        },
+    )
+    .await;
+    let t = Instant::now();
+    let r = http
+        .get(format!("{}/readyz", stack.base))
+        .send()
+        .await
+        .unwrap();
+    let readyz_took = t.elapsed();
+    assert_eq!(r.status(), 503);
+    // Six seconds of outage under load: longer than the bound, so a request that
+    // waited for a writer and then for a connection would show.
+    tokio::time::sleep_until(down_at + Duration::from_secs(6)).await;
+    stack.bring_up().await;
+    let up_at = Instant::now();
+    eventually(
+        "publishing resumes after the restart",
+        Duration::from_secs(30),
+        || async {
+            answers
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|a| a.0 >= up_at && a.2 == 202)
+        },
+    )
+    .await;
+    stop.cancel();
+    for p in publishers {
+        p.await.unwrap();
+    }
+
+    let answers = answers.lock().unwrap().clone();
+    let odd: Vec<_> = answers
+        .iter()
+        .filter(|a| a.2 != 202 && a.2 != 503)
+        .collect();
+    assert!(
+        odd.is_empty(),
+        "every answer is a 202 or a 503 problem with Retry-After: {odd:?}"
+    );
+    let slowest = answers.iter().map(|a| a.1).max().unwrap();
+    let mut refused: Vec<Duration> = answers.iter().filter(|a| a.2 == 503).map(|a| a.1).collect();
+    refused.sort();
+    // Requests that started once the process knew (a second into the outage, by
+    // which time readiness had long said so) and before the restart.
+    let mut known: Vec<Duration> = answers
+        .iter()
+        .filter(|a| a.2 == 503 && a.0 >= down_at + Duration::from_secs(1) && a.0 + a.1 < up_at)
+        .map(|a| a.1)
+        .collect();
+    known.sort();
+    let first_accept = answers
+        .iter()
+        .filter(|a| a.0 >= up_at && a.2 == 202)
+        .map(|a| a.0 + a.1)
+        .min()
+        .unwrap();
+    eprintln!(
+        "outage with {PUBLISHERS} publishers: {} refused, p50 {:?} p99 {:?} max {:?}; once known ({}): p50 {:?} p99 {:?} max {:?}; \
+         /readyz answered in {readyz_took:?}; first 202 {:?} after the restart; slowest request {slowest:?}",
+        refused.len(),
+        percentile(&refused, 0.5),
+        percentile(&refused, 0.99),
+        refused.last().copied().unwrap_or_default(),
+        known.len(),
+        percentile(&known, 0.5),
+        percentile(&known, 0.99),
+        known.last().copied().unwrap_or_default(),
+        first_accept - up_at,
+    );
+    assert!(
+        slowest <= BOUND + Duration::from_secs(1),
+        "a request took {slowest:?}; the documented bound is {BOUND:?}"
+    );
+    assert!(
+        !known.is_empty(),
+        "requests were refused while the database was known down"
+    );
+    // The target is < 100 ms; the assertion allows for a loaded CI machine, and
+    // still fails if these requests waited for the pool (5 s).
+    let slowest_known = *known.last().unwrap();
+    assert!(
+        slowest_known < Duration::from_secs(1),
+        "once the database was known down, a 503 still took {slowest_known:?}"
+    );
+    assert!(
+        readyz_took < Duration::from_secs(1),
+        "/readyz took {readyz_took:?} in the outage"
+    );
+    stack.stop().await;
 }
