@@ -1,0 +1,156 @@
+//! The completer: writes attempts' outcomes back in batches, and sends the
+//! operational webhooks a written batch calls for.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::{error, warn};
+use uuid::Uuid;
+
+use crate::db::deliveries::Completion;
+use crate::db::ops::OPS_TENANT;
+use crate::domain::ids::{DeliveryId, EndpointId};
+
+use super::{Done, Worker, GATHER, MIN_CLAIM};
+
+impl Worker {
+    /// Writes outcomes in batches: whatever has arrived by the time the previous
+    /// write finished goes into the next statement.
+    pub(super) async fn complete_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Done>) {
+        let mut batch: Vec<Done> = Vec::with_capacity(512);
+        while let Some(first) = rx.recv().await {
+            batch.push(first);
+            let gather = tokio::time::Instant::now() + GATHER;
+            while batch.len() < 512 {
+                match rx.try_recv() {
+                    Ok(d) => batch.push(d),
+                    // A small batch waits a moment for company: one statement
+                    // for many outcomes is what keeps Postgres CPU per delivery low.
+                    Err(_) if batch.len() < MIN_CLAIM => {
+                        match tokio::time::timeout_at(gather, rx.recv()).await {
+                            Ok(Some(d)) => batch.push(d),
+                            _ => break,
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            let completions: Vec<Completion> = batch.iter().map(|d| d.completion.clone()).collect();
+            if let Ok(mut open) = self.open_circuits.lock() {
+                for d in batch.iter().filter(|d| d.completion.succeeded) {
+                    open.remove(&d.endpoint_id);
+                }
+            }
+            let deadline = tokio::time::Instant::now() + self.cfg.lease;
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                match self
+                    .store
+                    .complete(
+                        self.id,
+                        &completions,
+                        self.cfg.circuit_threshold,
+                        self.cfg.circuit_probe.as_millis() as i64,
+                    )
+                    .await
+                {
+                    Ok(done) => {
+                        if (done.written as usize) < completions.len() {
+                            warn!(
+                                lost = completions.len() - done.written as usize,
+                                "some leases were rescued by another worker before completion"
+                            );
+                        }
+                        // New due times (retries, or deliveries a closed circuit
+                        // released): the claim loop may be asleep past them.
+                        if done.unheld > 0 || completions.iter().any(|c| c.status == "pending") {
+                            self.wake.notify_one();
+                        }
+                        if self.cfg.ops {
+                            self.emit_ops(&batch, &done.opened).await;
+                        }
+                        break;
+                    }
+                    Err(e) if tokio::time::Instant::now() + backoff < deadline => {
+                        warn!(error = %e, "completion write failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                    Err(e) => {
+                        // The leases are about to expire: the deliveries will be rescued
+                        // and sent again (at-least-once), never lost.
+                        error!(error = %e, n = completions.len(), "giving up on a completion batch; leases will be rescued");
+                        break;
+                    }
+                }
+            }
+            for d in batch.iter().filter(|d| d.gone) {
+                if let Err(e) = self
+                    .store
+                    .disable_endpoint(d.endpoint_id, "the receiver answered 410 Gone")
+                    .await
+                {
+                    warn!(error = %e, "could not disable endpoint after 410");
+                }
+            }
+            // Dropping the batch frees the in-flight slots.
+            batch.clear();
+        }
+    }
+
+    /// Sends the operational webhooks a written batch calls for. Deliveries of the
+    /// operational tenant itself never produce any (no feedback loop).
+    async fn emit_ops(&self, batch: &[Done], opened: &[Uuid]) {
+        let mut events = Vec::new();
+        for d in batch.iter().filter(|d| d.tenant != OPS_TENANT) {
+            let c = &d.completion;
+            let base = serde_json::json!({
+                "tenant": d.tenant,
+                "delivery_id": DeliveryId::from_uuid(c.id).to_string(),
+                "event_id": crate::domain::ids::EventId::from_uuid(d.event_id).to_string(),
+                "endpoint_id": EndpointId::from_uuid(d.endpoint_id).to_string(),
+                "attempts": c.attempt,
+                "last_status_code": c.status_code,
+                "last_error": c.error,
+            });
+            if c.status == "dead" {
+                events.push(("delivery.dead", base.clone()));
+            }
+            if d.gone {
+                events.push((
+                    "endpoint.disabled",
+                    serde_json::json!({
+                        "tenant": d.tenant,
+                        "endpoint_id": EndpointId::from_uuid(d.endpoint_id).to_string(),
+                        "reason": "the receiver answered 410 Gone",
+                    }),
+                ));
+            }
+            // Recovered: delivered after at least one failed attempt in this round.
+            if c.succeeded && c.attempt > d.round_base + 1 {
+                events.push(("delivery.recovered", base));
+            }
+        }
+        for id in opened {
+            if let Some(d) = batch
+                .iter()
+                .find(|d| d.endpoint_id == *id && d.tenant != OPS_TENANT)
+            {
+                events.push((
+                    "endpoint.circuit_opened",
+                    serde_json::json!({
+                        "tenant": d.tenant,
+                        "endpoint_id": EndpointId::from_uuid(*id).to_string(),
+                        "probe_in_ms": self.cfg.circuit_probe.as_millis() as u64,
+                    }),
+                ));
+            }
+        }
+        for (kind, payload) in events {
+            if let Err(e) = self.store.emit_ops(kind, payload).await {
+                warn!(error = %e, kind, "could not emit an operational webhook");
+            }
+        }
+    }
+}
