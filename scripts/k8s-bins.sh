@@ -6,6 +6,7 @@
 #
 #   scripts/k8s-bins.sh [all]           build whatever is missing or stale (default)
 #   scripts/k8s-bins.sh kube-apiserver|etcd|helm   build just one
+#   scripts/k8s-bins.sh keda-crds                  fetch KEDA's CRDs (tests/k8s-bins/keda/pin)
 #   scripts/k8s-bins.sh check           exit 0 if all three are built and current, 1 otherwise
 #   scripts/k8s-bins.sh path            print the bin directory
 #   scripts/k8s-bins.sh regen-apiserver-mod v1.35.N   rewrite tests/k8s-bins/apiserver/go.mod for another release
@@ -124,11 +125,31 @@ build_helm() {
   build_one helm "$d" "$v" helm.sh/helm/v3/cmd/helm "$ldflags"
 }
 
+# KEDA's CRDs, from its module zip (verified against the pinned go.sum hash).
+keda_crds() {
+  local module v sum dir out="$BIN_DIR/../keda-crds" got go
+  read -r module v sum < <(grep -v '^#' "$PINS/keda/pin")
+  if [[ -f "$out/.stamp" && "$(cat "$out/.stamp")" == "$v $sum" ]]; then
+    log "keda CRDs $v: up to date"; return
+  fi
+  go="$(find_go)"; go_env
+  local json
+  json="$(cd "$PINS" && "$go" mod download -json "$module@$v")" || die "could not download $module@$v"
+  dir="$(awk -F'"' '$2=="Dir"{print $4}' <<<"$json")"
+  got="$(awk -F'"' '$2=="Sum"{print $4}' <<<"$json")"
+  [[ "$got" == "$sum" ]] || die "$module@$v: hash $got, pinned $sum"
+  mkdir -p "$out"
+  cp "$dir/config/crd/bases/keda.sh_scaledobjects.yaml" "$dir/config/crd/bases/keda.sh_triggerauthentications.yaml" "$out/"
+  echo "$v $sum" > "$out/.stamp"
+  log "keda CRDs $v: copied to $out"
+}
+
 check_all() {
   local ok=0
   is_current kube-apiserver "$PINS/apiserver" "$(pinned_version "$PINS/apiserver" k8s.io/kubernetes)" || ok=1
   is_current etcd "$PINS/etcd" "$(pinned_version "$PINS/etcd" go.etcd.io/etcd/server/v3)" || ok=1
   is_current helm "$PINS/helm" "$(pinned_version "$PINS/helm" helm.sh/helm/v3)" || ok=1
+  [[ -f "$BIN_DIR/../keda-crds/.stamp" ]] || ok=1
   return $ok
 }
 
@@ -179,7 +200,7 @@ case "$cmd" in
   all)
     if ! check_all; then
       with_lock
-      build_etcd; build_apiserver; build_helm
+      build_etcd; build_apiserver; build_helm; keda_crds
     else
       log "all binaries up to date"
     fi
@@ -187,6 +208,7 @@ case "$cmd" in
   kube-apiserver|apiserver) with_lock; build_apiserver; echo "$BIN_DIR" ;;
   etcd) with_lock; build_etcd; echo "$BIN_DIR" ;;
   helm) with_lock; build_helm; echo "$BIN_DIR" ;;
+  keda-crds) with_lock; keda_crds; echo "$BIN_DIR" ;;
   check) check_all ;;
   path) echo "$BIN_DIR" ;;
   regen-apiserver-mod) regen_apiserver_mod "${2:-}" ;;

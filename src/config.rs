@@ -22,6 +22,29 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines when stderr is a terminal, JSON otherwise: a person
+    /// running `hookit standalone` reads text, a collector parses JSON.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+impl LogFormat {
+    /// Whether to write JSON, given whether stderr is a terminal.
+    pub fn json(self, stderr_is_terminal: bool) -> bool {
+        match self {
+            LogFormat::Auto => !stderr_is_terminal,
+            LogFormat::Json => true,
+            LogFormat::Text => false,
+        }
+    }
+}
+
 /// Everything the roles need to know, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -55,8 +78,9 @@ pub struct Config {
     pub db_pool: u32,
     /// `HOOKIT_DATA_DIR`: where the embedded Postgres and generated master key live.
     pub data_dir: Option<PathBuf>,
-    /// `HOOKIT_LOG_FORMAT`: `json` (default) or `text`.
-    pub log_json: bool,
+    /// `HOOKIT_LOG_FORMAT`: `json`, `text`, or unset for text on a terminal and
+    /// JSON otherwise.
+    pub log_format: LogFormat,
     /// `HOOKIT_MAX_ENDPOINTS`: endpoints per tenant.
     pub max_endpoints_per_tenant: i64,
     /// `HOOKIT_SHUTDOWN_GRACE`: how long in-flight deliveries may finish on SIGTERM.
@@ -185,14 +209,15 @@ impl Config {
                 reason: "must not be shorter than HOOKIT_RETRY_BASE".into(),
             });
         }
-        let log_json = match get("HOOKIT_LOG_FORMAT").as_deref() {
-            None | Some("json") => true,
-            Some("text") => false,
+        let log_format = match get("HOOKIT_LOG_FORMAT").as_deref() {
+            None | Some("auto") => LogFormat::Auto,
+            Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
             Some(other) => {
                 return Err(ConfigError {
                     var: "HOOKIT_LOG_FORMAT",
                     value: other.into(),
-                    reason: "must be json or text".into(),
+                    reason: "must be json, text or auto".into(),
                 })
             }
         };
@@ -213,14 +238,14 @@ impl Config {
             retry,
             lease: duration("HOOKIT_LEASE", "60s")?,
             max_payload,
-            worker_concurrency: number("HOOKIT_WORKER_CONCURRENCY", 256, 1, 10_000)? as usize,
+            worker_concurrency: number("HOOKIT_WORKER_CONCURRENCY", 1024, 1, 10_000)? as usize,
             endpoint_concurrency: number("HOOKIT_ENDPOINT_CONCURRENCY", 64, 1, 10_000)? as usize,
             request_timeout: duration("HOOKIT_REQUEST_TIMEOUT", "15s")?,
             connect_timeout: duration("HOOKIT_CONNECT_TIMEOUT", "5s")?,
             retention: duration("HOOKIT_RETENTION", "30d")?,
             db_pool: number("HOOKIT_DB_POOL", 16, 2, 1000)? as u32,
             data_dir: get("HOOKIT_DATA_DIR").map(PathBuf::from),
-            log_json,
+            log_format,
             max_endpoints_per_tenant: number("HOOKIT_MAX_ENDPOINTS", 1000, 1, 1_000_000)? as i64,
             shutdown_grace: duration("HOOKIT_SHUTDOWN_GRACE", "30s")?,
             disable_after: duration("HOOKIT_DISABLE_AFTER", "5days")?,
@@ -279,6 +304,43 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_lookup(|k| m.get(k).cloned())
+    }
+
+    /// Kubernetes injects `<SERVICE>_SERVICE_HOST`, `<SERVICE>_SERVICE_PORT[_<port>]`,
+    /// `<SERVICE>_PORT` and `<SERVICE>_PORT_<n>_<PROTO>[_…]` for every Service in the
+    /// namespace unless a pod turns service links off. The chart does, but a pod
+    /// spec written by hand may not, and a Service named `hookit` is common: no
+    /// setting may ever have a name of those shapes.
+    #[test]
+    fn no_setting_is_named_like_a_service_link_variable() {
+        let read = std::sync::Mutex::new(Vec::<String>::new());
+        Config::from_lookup(|k| {
+            read.lock().unwrap().push(k.to_string());
+            None
+        })
+        .unwrap();
+        let read = read.into_inner().unwrap();
+        assert!(read.len() > 20, "the lookup saw the settings: {read:?}");
+        let link = |v: &str| {
+            v.contains("_SERVICE_HOST")
+                || v.contains("_SERVICE_PORT")
+                || v.ends_with("_PORT")
+                || v.split("_PORT_").nth(1).is_some_and(|rest| {
+                    rest.split('_')
+                        .next()
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                })
+        };
+        let clashing: Vec<&String> = read.iter().filter(|v| link(v)).collect();
+        assert!(
+            clashing.is_empty(),
+            "named like service links: {clashing:?}"
+        );
+        assert!(
+            link("HOOKIT_PORT")
+                && link("HOOKIT_PORT_80_TCP_ADDR")
+                && link("HOOKIT_SERVICE_PORT_HTTP")
+        );
     }
 
     #[test]

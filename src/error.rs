@@ -7,7 +7,7 @@ use crate::domain::{crypto::CryptoError, ssrf::SsrfError};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A database error that is not one of the mapped kinds below.
-    #[error("database error")]
+    #[error("database error: {0}")]
     Db(#[source] sqlx::Error),
     /// The database cannot be reached (down, restarting, pool exhausted).
     #[error("the database is unavailable")]

@@ -6,6 +6,7 @@
 //! - the worker loop: [`worker`]
 //! - the HTTP API: [`api`]
 //! - the roles (`standalone`, `api`, `worker`, …): [`roles`]
+//! - `hookit keys` (create, list, revoke): [`keys`]
 
 pub mod api;
 pub mod bench;
@@ -15,6 +16,7 @@ pub mod demo;
 pub mod domain;
 pub mod embedded_pg;
 pub mod error;
+pub mod keys;
 pub mod operator;
 pub mod roles;
 pub mod telemetry;

@@ -70,7 +70,8 @@ enum Command {
 
 #[derive(clap::Args)]
 struct BenchCli {
-    /// Scenarios to run, comma-separated: ingest, deliver, latency, backlog, noisy.
+    /// Scenarios to run, comma-separated: ingest, deliver, latency, backlog, noisy,
+    /// fleet (1,000 slow endpoints on distinct loopback hosts; not in the default set).
     #[arg(
         long,
         value_delimiter = ',',
@@ -113,6 +114,21 @@ enum KeysCommand {
         /// A label for the key.
         #[arg(long)]
         name: Option<String>,
+        /// Refuse the key after this long, e.g. 90d, 12h (default: never).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+    },
+    /// List API keys: id, prefix, tenant, state, created, last used, expiry. Never the key.
+    List {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke an API key by id (from `hookit keys list`); the API refuses it
+    /// within 5 seconds (each process caches key lookups that long).
+    Revoke {
+        /// The key's id.
+        id: uuid::Uuid,
     },
 }
 
@@ -146,7 +162,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_logging(cfg.log_json);
+    telemetry::init_logging(cfg.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -188,10 +204,24 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
-            Command::Keys { command: KeysCommand::Create { tenant, name } } => {
-                let key = roles::create_key(cfg, &tenant, name.as_deref()).await?;
-                println!("Created an API key for tenant `{tenant}`. It is shown only once; store it now:");
+            Command::Keys { command: KeysCommand::Create { tenant, name, expires_in } } => {
+                let (id, key, expires) =
+                    hookit::keys::create(&cfg, &tenant, name.as_deref(), expires_in).await?;
+                let until = expires
+                    .map(|e| format!(", valid until {}", e.format("%Y-%m-%d %H:%M:%S UTC")))
+                    .unwrap_or_default();
+                println!("Created API key {id} for tenant `{tenant}`{until}. It is shown only once; store it now:");
                 println!("{key}");
+                Ok(())
+            }
+            Command::Keys { command: KeysCommand::List { tenant } } => {
+                let keys = hookit::keys::list(&cfg, tenant.as_deref()).await?;
+                print!("{}", hookit::keys::table(&keys));
+                Ok(())
+            }
+            Command::Keys { command: KeysCommand::Revoke { id } } => {
+                let k = hookit::keys::revoke(&cfg, id).await?;
+                println!("Revoked API key {} of tenant `{}`.", k.id, k.tenant);
                 Ok(())
             }
             Command::Verify { .. } | Command::Crd => unreachable!("handled before the runtime starts"),

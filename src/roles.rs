@@ -239,9 +239,66 @@ async fn ensure_ops_endpoint(cfg: &Config, store: &Store) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// A URL for a listening address, naming loopback when bound to all interfaces.
+pub fn base_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+        ip => ip,
+    };
+    format!("http://{}/", SocketAddr::new(ip, addr.port()))
+}
+
+/// What someone who just ran `hookit standalone` needs next: where the API and
+/// the dashboard are, and how to get a key (none is made here: a key is shown
+/// only once, and a restart must not mint another). On stdout, like the demo's.
+fn print_standalone_banner(cfg: &Config, addr: SocketAddr) {
+    use std::io::Write;
+    let base = base_url(addr);
+    let database = match &cfg.database_url {
+        Some(_) => "DATABASE_URL".to_string(),
+        None => format!(
+            "private PostgreSQL in {}",
+            cfg.data_dir
+                .clone()
+                .unwrap_or_else(embedded_pg::default_data_dir)
+                .join("pgdata")
+                .display()
+        ),
+    };
+    let data_dir = match (&cfg.database_url, &cfg.data_dir) {
+        (None, Some(d)) => format!("HOOKIT_DATA_DIR={} ", d.display()),
+        _ => String::new(),
+    };
+    let text = format!(
+        "\nHookIt is running.\n\n  \
+         API:        {base}v1/   (OpenAPI: {base}openapi.json)\n  \
+         Dashboard:  {base}\n  \
+         Database:   {database}\n\n\
+         Get an API key (shown once; only its hash is stored), in another terminal:\n  \
+         {data_dir}hookit keys create --tenant acme\n\n"
+    );
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}
+
 /// `hookit standalone`: migrations, API and workers in one process.
 pub async fn standalone(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    standalone_with(cfg, shutdown, None, |_| {}).await
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| anyhow!("cannot listen on {} (HOOKIT_LISTEN): {e}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    let banner_cfg = cfg.clone();
+    // The banner goes out once the database is ready and just before serving.
+    standalone_with(cfg, shutdown, Some(listener), move |_| {
+        print_standalone_banner(&banner_cfg, addr)
+    })
+    .await
 }
 
 /// Standalone with hooks for `hookit demo`: an already bound listener, and a
@@ -324,38 +381,4 @@ pub async fn migrate(cfg: Config) -> anyhow::Result<()> {
     db::migrate(&pool).await.context("applying migrations")?;
     info!("migrations applied");
     Ok(())
-}
-
-/// `hookit keys create`: against DATABASE_URL, else the running standalone
-/// cluster, else a briefly started embedded one.
-pub async fn create_key(cfg: Config, tenant: &str, name: Option<&str>) -> anyhow::Result<String> {
-    use sqlx::Connection;
-    // Keys are hashed, not encrypted: the master key is not used here.
-    let key = cfg
-        .master_key
-        .clone()
-        .unwrap_or(MasterKey::from_base64(&MasterKey::generate_base64())?);
-    if let Some(url) = &cfg.database_url {
-        let pool = db::connect(url, 2).await?;
-        return Ok(Store::new(pool, key).create_api_key(tenant, name).await?);
-    }
-    let dir = cfg
-        .data_dir
-        .clone()
-        .unwrap_or_else(embedded_pg::default_data_dir);
-    if let Ok(url) = std::fs::read_to_string(dir.join("database.url")) {
-        if sqlx::PgConnection::connect(url.trim()).await.is_ok() {
-            let pool = db::connect(url.trim(), 2).await?;
-            return Ok(Store::new(pool, key).create_api_key(tenant, name).await?);
-        }
-    }
-    let pg = EmbeddedPg::start(&dir).await?;
-    let pool = db::connect(&pg.url("postgres"), 2).await?;
-    db::migrate(&pool).await?;
-    let created = Store::new(pool.clone(), key)
-        .create_api_key(tenant, name)
-        .await;
-    pool.close().await;
-    pg.stop().await?;
-    Ok(created?)
 }

@@ -1,11 +1,13 @@
-//! Logging (structured JSON by default) and the Prometheus recorder.
+//! Logging (text on a terminal, structured JSON otherwise) and the Prometheus recorder.
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global tracing subscriber. Logs go to stderr, so stdout stays
 /// clean for command output (e.g. `hookit keys create`).
-pub fn init_logging(json: bool) {
+pub fn init_logging(format: crate::config::LogFormat) {
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let json = format.json(terminal);
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,hyper=warn,reqwest=warn"));
     let builder = tracing_subscriber::fmt()
@@ -13,7 +15,7 @@ pub fn init_logging(json: bool) {
         .with_writer(std::io::stderr)
         .with_target(false)
         // Colours only on a terminal: a log file or collector gets plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(terminal);
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {

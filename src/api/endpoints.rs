@@ -38,8 +38,9 @@ pub(super) fn endpoint_id(raw: &str) -> Result<EndpointId, Problem> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
-    /// Page size, 1-1000 (default 100).
-    pub limit: Option<i64>,
+    /// Page size, 1-1000 (default 100); outside that range, 400.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
+    pub limit: Option<crate::domain::page::PageLimit>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
@@ -57,7 +58,7 @@ pub struct SecretBody {
 pub struct TestEvent {
     /// Event type (default `hookit.test`).
     pub event_type: Option<String>,
-    /// Payload (default `{"test": true}`).
+    /// Payload, a JSON object (default `{"test": true}`).
     #[schema(value_type = Option<Object>)]
     pub payload: Option<Box<RawValue>>,
 }
@@ -227,6 +228,7 @@ async fn test_event(
     let default_payload = RawValue::from_string(r#"{"test":true}"#.into())
         .map_err(|e| Problem::bad_request(e.to_string()))?;
     let payload = body.payload.unwrap_or(default_payload);
+    super::events::check_payload(&payload, s.max_payload)?;
     let ingest = s
         .store
         .ingest(

@@ -33,9 +33,35 @@ pub struct PublishEvent {
     /// Dot-separated type, e.g. `order.created`.
     #[schema(example = "order.created")]
     pub event_type: String,
-    /// Any JSON value; delivered as `data`.
+    /// A JSON object; delivered as `data`. Other JSON values get 422.
     #[schema(value_type = Object)]
     pub payload: Box<RawValue>,
+}
+
+/// A payload is a JSON object, as in the Standard Webhooks examples and Svix: the
+/// receiver's `data` is then always a map it can add fields to and look fields
+/// up in, and the built-in formats can summarise its top-level fields. Anything
+/// else is refused before it is stored, rather than delivered as a surprise.
+pub(super) fn check_payload(payload: &RawValue, max: usize) -> Result<(), Problem> {
+    let text = payload.get();
+    if text.len() > max {
+        return Err(Problem::too_large(max));
+    }
+    if !text.starts_with('{') {
+        let kind = match text.as_bytes().first() {
+            Some(b'[') => "an array",
+            Some(b'"') => "a string",
+            Some(b't' | b'f') => "a boolean",
+            Some(b'n') => "null",
+            _ => "a number",
+        };
+        return Err(Error::invalid(
+            "invalid-payload",
+            format!("payload must be a JSON object, not {kind}; wrap other values, e.g. {{\"value\": …}}"),
+        )
+        .into());
+    }
+    Ok(())
 }
 
 /// A W3C traceparent (`00-<32 hex>-<16 hex>-<2 hex>`), or None if malformed.
@@ -66,9 +92,7 @@ async fn publish(
 ) -> Result<Response, Problem> {
     validate_event_type(&ev.event_type)
         .map_err(|e| Error::invalid("invalid-event-type", format!("event_type {e}")))?;
-    if ev.payload.get().len() > s.max_payload {
-        return Err(Problem::too_large(s.max_payload));
-    }
+    check_payload(&ev.payload, s.max_payload)?;
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => Some(v.to_str().map_err(|_| {

@@ -46,6 +46,8 @@ pub async fn record_queue_gauges(store: &Store) {
             metrics::gauge!("hookit_queue_depth", "status" => status).set(n as f64);
         }
         metrics::gauge!("hookit_oldest_due_delivery_age_seconds").set(q.oldest_due_secs);
+        metrics::gauge!("hookit_due_deliveries").set(q.due as f64);
+        metrics::gauge!("hookit_queue_work").set(q.work() as f64);
     }
 }
 

@@ -4,6 +4,7 @@
 //! throughput, latency, CPU per delivery (HookIt and Postgres, from /proc), peak
 //! RSS, WAL bytes and database transactions per delivery.
 
+mod fleet;
 pub mod procstat;
 pub mod receiver;
 mod report;
@@ -26,7 +27,7 @@ pub use report::Row;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct BenchArgs {
-    /// Scenarios: ingest, deliver, latency, backlog, noisy.
+    /// Scenarios: ingest, deliver, latency, backlog, noisy, fleet.
     pub scenarios: Vec<String>,
     /// Measurement window per case.
     pub duration: Duration,
@@ -256,9 +257,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
             "latency" => scenarios::latency(&ctx).await?,
             "backlog" => scenarios::backlog(&ctx).await?,
             "noisy" => scenarios::noisy(&ctx).await?,
+            "fleet" => fleet::fleet(&ctx).await?,
             other => {
                 return Err(anyhow!(
-                "--scenario: unknown scenario `{other}` (ingest, deliver, latency, backlog, noisy)"
+                "--scenario: unknown scenario `{other}` (ingest, deliver, latency, backlog, noisy, fleet)"
             ))
             }
         };

@@ -78,7 +78,7 @@ pub async fn start(tally: Arc<Tally>) -> anyhow::Result<String> {
     Ok(base)
 }
 
-fn envelope_time(body: &[u8]) -> Option<DateTime<Utc>> {
+pub(super) fn envelope_time(body: &[u8]) -> Option<DateTime<Utc>> {
     // The envelope is `{"id":…,"type":…,"timestamp":"…","data":…}`; find the
     // timestamp without parsing the payload.
     let s = std::str::from_utf8(body).ok()?;

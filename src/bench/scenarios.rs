@@ -23,15 +23,15 @@ pub(crate) struct Ctx<'a> {
 }
 
 /// Resource counters at one instant.
-struct Probe {
-    at: Instant,
+pub(super) struct Probe {
+    pub(super) at: Instant,
     hookit_cpu: f64,
     pg_cpu: f64,
     wal: f64,
     xacts: f64,
 }
 
-async fn probe(store: &Store, pids: &[u32]) -> anyhow::Result<Probe> {
+pub(super) async fn probe(store: &Store, pids: &[u32]) -> anyhow::Result<Probe> {
     sqlx::query("SELECT pg_stat_clear_snapshot()")
         .execute(store.pool())
         .await?;
@@ -51,7 +51,7 @@ async fn probe(store: &Store, pids: &[u32]) -> anyhow::Result<Probe> {
 }
 
 /// Fills a row's resource figures from two probes over `items` items.
-fn costs(row: &mut Row, a: &Probe, b: &Probe, items: f64, pids: &[u32]) {
+pub(super) fn costs(row: &mut Row, a: &Probe, b: &Probe, items: f64, pids: &[u32]) {
     if items <= 0.0 {
         return;
     }
@@ -65,7 +65,7 @@ fn costs(row: &mut Row, a: &Probe, b: &Probe, items: f64, pids: &[u32]) {
         .reduce(f64::max);
 }
 
-fn percentiles(row: &mut Row, mut lat: Vec<f64>) {
+pub(super) fn percentiles(row: &mut Row, mut lat: Vec<f64>) {
     if lat.is_empty() {
         return;
     }

@@ -217,6 +217,9 @@ async fn write(pool: &sqlx::PgPool, availability: &Availability, batch: &mut Vec
             SELECT tenant, key, hash, id FROM input WHERE key IS NOT NULL
             ON CONFLICT DO NOTHING
             RETURNING event_id
+         ), pats AS MATERIALIZED (
+            -- Once per event, not once per endpoint row it is tested against.
+            SELECT id, hookit_event_type_patterns(event_type) AS p FROM input
          ), ev AS (
             INSERT INTO events (id, tenant, event_type, body, traceparent, created_at)
             SELECT i.id, i.tenant, i.event_type, i.body, i.traceparent, i.created_at FROM input i
@@ -229,9 +232,9 @@ async fn write(pool: &sqlx::PgPool, availability: &Availability, batch: &mut Vec
                    -- behind an open circuit: due when the next probe is.
                    CASE WHEN e.status = 'active' THEN greatest(ev.created_at, e.circuit_open_until) END,
                    ev.created_at, ev.created_at
-            FROM ev JOIN input i ON i.id = ev.id
+            FROM ev JOIN input i ON i.id = ev.id JOIN pats ON pats.id = ev.id
             JOIN endpoints e ON e.tenant = ev.tenant AND e.deleted_at IS NULL AND e.status <> 'disabled'
-            WHERE CASE WHEN i.only_ep IS NULL THEN hookit_event_type_matches(e.event_types, ev.event_type) ELSE e.id = i.only_ep END
+            WHERE CASE WHEN i.only_ep IS NULL THEN e.event_types && pats.p ELSE e.id = i.only_ep END
             RETURNING event_id
          )
          SELECT i.id, ev.id IS NOT NULL, coalesce(c.n, 0)

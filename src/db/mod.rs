@@ -8,6 +8,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 use crate::domain::crypto::MasterKey;
+use crate::domain::page::PageLimit;
 use crate::error::Result;
 
 pub mod availability;
@@ -26,8 +27,7 @@ pub const WORK_CHANNEL: &str = "hookit_work";
 /// Longest a readiness ping waits for the database.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Page size cap of every list route.
-pub const MAX_PAGE: i64 = 1000;
+pub use crate::domain::page::MAX_PAGE;
 
 /// Database access for every role.
 #[derive(Clone, Debug)]
@@ -111,6 +111,6 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 }
 
 /// Cursor pagination: an opaque string that is the last id of the previous page.
-pub fn page_limit(limit: Option<i64>) -> i64 {
-    limit.unwrap_or(100).clamp(1, MAX_PAGE)
+pub fn page_limit(limit: Option<PageLimit>) -> i64 {
+    PageLimit::or_default(limit)
 }

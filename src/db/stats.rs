@@ -57,6 +57,21 @@ pub struct QueueStats {
     pub by_status: Vec<(String, i64)>,
     /// Age of the oldest due delivery, seconds.
     pub oldest_due_secs: f64,
+    /// Pending deliveries whose attempt is due now (not those waiting for a retry).
+    pub due: i64,
+}
+
+impl QueueStats {
+    /// What a worker fleet has to do right now: due plus in-flight deliveries.
+    /// The autoscaling metric (see the chart's `worker.keda`).
+    pub fn work(&self) -> i64 {
+        let in_flight = self
+            .by_status
+            .iter()
+            .find(|(s, _)| s == "in_flight")
+            .map_or(0, |(_, n)| *n);
+        self.due + in_flight
+    }
 }
 
 type StatsRow = (
@@ -181,8 +196,9 @@ impl Store {
             sqlx::query_as("SELECT status::text, count(*) FROM deliveries GROUP BY 1")
                 .fetch_all(&self.pool)
                 .await?;
-        let (oldest,): (Option<f64>,) = sqlx::query_as(
-            "SELECT extract(epoch FROM now() - min(next_attempt_at))::float8 FROM deliveries
+        // One scan of deliveries_due_idx gives both the age and the count.
+        let (oldest, due): (Option<f64>, i64) = sqlx::query_as(
+            "SELECT extract(epoch FROM now() - min(next_attempt_at))::float8, count(*) FROM deliveries
              WHERE status = 'pending' AND next_attempt_at <= now()",
         )
         .fetch_one(&self.pool)
@@ -190,6 +206,7 @@ impl Store {
         Ok(QueueStats {
             by_status,
             oldest_due_secs: oldest.unwrap_or(0.0).max(0.0),
+            due,
         })
     }
 }

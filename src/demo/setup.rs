@@ -2,7 +2,7 @@
 //! banner that tells the user where to go.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use crate::db::Store;
 use crate::domain::ids::EndpointId;
 use crate::domain::signing::Secret;
 use crate::error::Error;
+pub use crate::roles::base_url;
 
 /// The description that marks the demo's endpoint, so a later run finds it.
 pub const DESCRIPTION: &str = "Demo receiver";
@@ -52,16 +53,6 @@ pub fn endpoint_spec(url: &str, secret: &Secret) -> EndpointSpec {
         timeout_ms: Some(2_000),
         ..EndpointSpec::default()
     }
-}
-
-/// A URL for a listening address, naming loopback when bound to all interfaces.
-pub fn base_url(addr: SocketAddr) -> String {
-    let ip = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    format!("http://{}/", SocketAddr::new(ip, addr.port()))
 }
 
 async fn find_endpoint(store: &Store) -> crate::error::Result<Option<Endpoint>> {

@@ -4,6 +4,7 @@
 
 pub mod crypto;
 pub mod ids;
+pub mod page;
 pub mod patterns;
 pub mod retry;
 pub mod signing;

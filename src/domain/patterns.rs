@@ -1,5 +1,6 @@
-//! Event types and subscription patterns. The SQL function
-//! `hookit_event_type_matches` implements the same rule inside the ingestion query.
+//! Event types and subscription patterns. Inside the ingestion query the same
+//! rule is an array overlap: an endpoint matches when one of its patterns is in
+//! [`candidates`] of the event type (SQL `hookit_event_type_patterns`).
 
 /// Longest accepted event type or pattern.
 pub const MAX_EVENT_TYPE_LEN: usize = 128;
@@ -34,6 +35,17 @@ pub fn validate_pattern(p: &str) -> Result<(), String> {
     }
 }
 
+/// Every pattern that matches `event_type`: `*`, the type, and `<prefix>.*` for
+/// each proper dot-prefix. For valid patterns, `matches(p, t)` holds exactly when
+/// `p` is one of these.
+pub fn candidates(event_type: &str) -> Vec<String> {
+    let mut out = vec!["*".to_string(), event_type.to_string()];
+    for (i, _) in event_type.match_indices('.') {
+        out.push(format!("{}.*", &event_type[..i]));
+    }
+    out
+}
+
 /// Whether `event_type` matches `pattern`.
 pub fn matches(pattern: &str, event_type: &str) -> bool {
     if pattern == "*" || pattern == event_type {
@@ -64,5 +76,33 @@ mod tests {
         assert!(validate_event_type("a..b").is_err());
         assert!(validate_event_type("a b").is_err());
         assert!(validate_event_type(&"a".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn the_candidates_are_exactly_the_matching_patterns() {
+        let types = ["a", "a.b", "a.b.c", "order.item.added", "x-y_z.q"];
+        let patterns = [
+            "*",
+            "a",
+            "a.*",
+            "a.b",
+            "a.b.*",
+            "a.b.c",
+            "a.b.c.*",
+            "b.*",
+            "order.*",
+            "order.item.*",
+            "order.item.added",
+            "orders.*",
+            "x-y_z.*",
+            "x.*",
+        ];
+        for t in types {
+            let c = candidates(t);
+            for p in patterns {
+                assert_eq!(matches(p, t), c.iter().any(|x| x == p), "{p} vs {t}: {c:?}");
+            }
+        }
+        assert_eq!(candidates("a.b.c"), ["*", "a.b.c", "a.*", "a.b.*"]);
     }
 }

@@ -26,6 +26,9 @@ pub const FINALIZER: &str = "hookit.dev/api-key";
 /// Entry of the Secret holding the key.
 pub const KEY: &str = "key";
 
+/// How often a Secret refused for a key value granted elsewhere is looked at again.
+const CONFLICT_RECHECK: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the controller watches: Secret metadata only (never the values).
 pub type SecretMeta = PartialObjectMeta<Secret>;
 
@@ -73,10 +76,16 @@ async fn reconcile_secret(meta: &SecretMeta, ctx: &Context) -> Result<Action, Er
             .and_then(|v| std::str::from_utf8(&v.0).ok())
             .map(str::trim);
         let refused = match value {
-            None => Some(format!("the Secret has no text entry `{KEY}`")),
+            None => Some((
+                "ApiKeyRefused",
+                format!("the Secret has no text entry `{KEY}`"),
+            )),
             Some(key) => match ctx.store.upsert_k8s_api_key(&secret_ref, &ns, key).await {
                 Ok(()) => None,
-                Err(crate::error::Error::Invalid { detail, .. }) => Some(detail),
+                Err(crate::error::Error::Invalid { detail, .. }) => Some(("ApiKeyRefused", detail)),
+                Err(crate::error::Error::Conflict { detail, .. }) => {
+                    Some(("ApiKeyConflict", detail))
+                }
                 Err(e) => return Err(e.into()),
             },
         };
@@ -93,19 +102,24 @@ async fn reconcile_secret(meta: &SecretMeta, ctx: &Context) -> Result<Action, Er
                 )
                 .await;
             }
-            Some(why) => {
+            Some((reason, why)) => {
                 // Whatever this Secret granted before no longer stands.
                 ctx.store.revoke_k8s_api_key(&secret_ref).await?;
-                warn!(reason = %why, "API key refused");
+                warn!(reason, why = %why, "API key refused");
                 super::count_reconcile("apikey", "refused");
                 ctx.publish(
                     &meta.object_ref(&()),
                     EventType::Warning,
-                    "ApiKeyRefused",
+                    reason,
                     "Grant",
                     &format!("not granted: {why}"),
                 )
                 .await;
+                if reason == "ApiKeyConflict" {
+                    // Nothing about this Secret changes when the grant in the way
+                    // goes, so look again now and then: it is granted once free.
+                    return Ok(Action::requeue(CONFLICT_RECHECK));
+                }
             }
         }
         return Ok(Action::await_change());

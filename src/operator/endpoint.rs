@@ -400,6 +400,15 @@ fn read_key(s: &KubeSecret, key: &str) -> Result<signing::Secret, String> {
     signing::Secret::parse(text.trim()).map_err(|e| format!("key `{key}`: {e}"))
 }
 
+/// Name of the Secret generated for WebhookEndpoint `name`.
+pub(super) fn signing_secret_name(name: &str) -> String {
+    format!("{name}{SIGNING_SUFFIX}")
+}
+
+/// Suffix of generated signing Secrets; the Secret watch maps a Secret of such a
+/// name back to its endpoint, whoever owns it (see `referencing` in the module root).
+pub(super) const SIGNING_SUFFIX: &str = "-signing";
+
 /// Ensures Secret `<name>-signing`, owned by the resource. A missing Secret is
 /// recreated with the secret the endpoint already signs with (so deleting it by
 /// mistake does not rotate); a fresh one is generated only for a new endpoint.
@@ -409,7 +418,7 @@ async fn generated_secret(
     secrets: &Api<KubeSecret>,
     previous: &WebhookEndpointStatus,
 ) -> Result<Result<Signing, Rejection>, Error> {
-    let name = format!("{}-signing", we.name_any());
+    let name = signing_secret_name(&we.name_any());
     let uid = we.uid().ok_or(Error::Incomplete("uid"))?;
     let existing = secrets.get_opt(&name).await?;
     let owned = |s: &KubeSecret| s.owner_references().iter().any(|o| o.uid == uid);

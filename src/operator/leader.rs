@@ -1,11 +1,21 @@
 //! Leader election through a `coordination.k8s.io` Lease, so that of several
 //! controller replicas exactly one reconciles. The others wait and take over
-//! once the leader releases the Lease (graceful stop) or stops renewing it.
+//! once the leader releases the Lease (graceful stop: at once) or stops renewing
+//! it (a crash: when its term runs out).
+//!
+//! `kube-lease-manager` alone would make a waiting replica sleep until the
+//! holder's term ends even after a release, so a rolling update would leave the
+//! controllers without a leader for up to a Lease duration. A watch on the Lease
+//! wakes the waiting replicas when it is released, and they take it then.
 
 use std::future::Future;
 use std::time::Duration;
 
-use kube::Client;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +46,26 @@ impl LeaseSettings {
             .with_grace(grace)
             .build()
             .await
+    }
+
+    /// Yields whenever the Lease is seen without a holder (released, or never
+    /// taken). Watch errors are retried with backoff; they only delay a takeover
+    /// to the end of the old term, as without the watch.
+    fn releases(&self, client: Client) -> BoxStream<'static, ()> {
+        let leases: Api<Lease> = Api::namespaced(client, &self.namespace);
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
+        watcher(leases, cfg)
+            .default_backoff()
+            .applied_objects()
+            .filter_map(|l| async move {
+                let held = l
+                    .ok()?
+                    .spec
+                    .and_then(|s| s.holder_identity)
+                    .is_some_and(|h| !h.is_empty());
+                (!held).then_some(())
+            })
+            .boxed()
     }
 }
 
@@ -70,8 +100,9 @@ where
 {
     metrics::gauge!("hookit_controller_leader").set(0.0);
     let mut retry = Duration::from_secs(1);
+    let mut released = lease.releases(client.clone());
     while !shutdown.is_cancelled() {
-        let manager = match lease.manager(client.clone()).await {
+        let mut manager = match lease.manager(client.clone()).await {
             Ok(m) => m,
             Err(e) => {
                 warn!(error = %e, lease = %lease.name, namespace = %lease.namespace, "cannot set up the leader-election Lease; retrying");
@@ -84,6 +115,17 @@ where
         let failed = loop {
             let changed = tokio::select! {
                 r = manager.changed() => r,
+                // While another replica holds it, `changed` sleeps until that
+                // term ends, trusting what it read last. On a release, drop it
+                // (it holds nothing across that sleep) and start from a fresh
+                // manager, whose first look reads the Lease and takes it.
+                Some(()) = released.next(), if term.is_none() => {
+                    match lease.manager(client.clone()).await {
+                        Ok(m) => manager = m,
+                        Err(e) => warn!(error = %e, "cannot re-read the released Lease; waiting for its term"),
+                    }
+                    continue;
+                }
                 _ = shutdown.cancelled() => break false,
             };
             match changed {

@@ -244,17 +244,24 @@ fn retry_after_error(controller: &'static str, key: &str, err: &Error, ctx: &Con
     Action::requeue(delay)
 }
 
-/// WebhookEndpoints whose `spec.secretRef` names this Secret.
+/// WebhookEndpoints a change of this Secret concerns: those whose `spec.secretRef`
+/// names it, and the one whose generated `<name>-signing` it would be. The second
+/// matters for a Secret the endpoint does not own (`SecretConflict`): the owned
+/// watch never sees it, so without this its deletion would wait for the slow retry.
 fn referencing(
     cache: &Cache<WebhookEndpoint>,
     secret: &api_key::SecretMeta,
 ) -> Vec<ObjectRef<WebhookEndpoint>> {
     let (ns, name) = (secret.namespace(), secret.name_any());
+    let generated_for = name.strip_suffix(endpoint::SIGNING_SUFFIX);
     cache
         .state()
         .iter()
         .filter(|we| we.namespace() == ns)
-        .filter(|we| we.spec.secret_ref.as_ref().is_some_and(|r| r.name == name))
+        .filter(|we| {
+            we.spec.secret_ref.as_ref().is_some_and(|r| r.name == name)
+                || (we.spec.secret_ref.is_none() && generated_for == Some(we.name_any().as_str()))
+        })
         .map(|we| ObjectRef::from_obj(&**we))
         .collect()
 }
@@ -274,7 +281,8 @@ async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
             secrets.clone(),
             watcher::Config::default().labels(&format!("{SIGNING_LABEL}=true")),
         )
-        // Secrets named by spec.secretRef (any Secret; only metadata is watched).
+        // Secrets named by spec.secretRef, and foreign ones in the way of a generated
+        // Secret (any Secret; only metadata is watched).
         .watches(secrets.clone(), watcher::Config::default(), move |s| {
             referencing(&cache, &s)
         })

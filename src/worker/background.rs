@@ -66,4 +66,39 @@ impl Worker {
             }
         }
     }
+
+    /// Every quarter lease, extends the leases this worker has held for more than
+    /// half their term (see [`super::lease`]).
+    pub(super) async fn renew_loop(self: Arc<Self>, stop: CancellationToken) {
+        let lease = self.cfg.lease;
+        let every = (lease / 4).clamp(Duration::from_millis(100), Duration::from_secs(15));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! { _ = tick.tick() => {}, _ = stop.cancelled() => return }
+            let due = self.held.due_for_renewal(std::time::Instant::now(), lease);
+            if due.is_empty() {
+                continue;
+            }
+            let sent_at = std::time::Instant::now();
+            match self
+                .store
+                .renew_leases(self.id, &due, lease.as_millis() as i64)
+                .await
+            {
+                Ok(renewed) => {
+                    metrics::counter!("hookit_lease_renewals_total")
+                        .increment(renewed.len() as u64);
+                    let lost = self.held.renewed(&due, &renewed, sent_at, lease);
+                    if lost > 0 {
+                        warn!(lost, "leases ran out before they could be renewed; those deliveries may be sent again");
+                    }
+                }
+                Err(e) => {
+                    self.store.availability().report(&e);
+                    warn!(error = %e, n = due.len(), "lease renewal failed; retrying next tick");
+                }
+            }
+        }
+    }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tracing::{error, warn};
 use uuid::Uuid;
 
@@ -15,9 +15,20 @@ use crate::domain::ids::{DeliveryId, EndpointId};
 use super::{Done, Worker, GATHER, MIN_CLAIM};
 
 impl Worker {
+    /// Whether attempts other than the `waiting` outcomes are still running: every
+    /// slot taken that is not one of those belongs to a claim, a request or an
+    /// outcome on its way here.
+    fn others_running(&self, slots: &Semaphore, waiting: usize) -> bool {
+        self.cfg.concurrency - slots.available_permits() > waiting
+    }
+
     /// Writes outcomes in batches: whatever has arrived by the time the previous
     /// write finished goes into the next statement.
-    pub(super) async fn complete_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Done>) {
+    pub(super) async fn complete_loop(
+        self: Arc<Self>,
+        mut rx: mpsc::Receiver<Done>,
+        slots: Arc<Semaphore>,
+    ) {
         let mut batch: Vec<Done> = Vec::with_capacity(512);
         while let Some(first) = rx.recv().await {
             batch.push(first);
@@ -27,7 +38,12 @@ impl Worker {
                     Ok(d) => batch.push(d),
                     // A small batch waits a moment for company: one statement
                     // for many outcomes is what keeps Postgres CPU per delivery low.
-                    Err(_) if batch.len() < MIN_CLAIM => {
+                    // Not when no other attempt is running: none will come, and
+                    // every outcome not yet durable is one a crash would repeat.
+                    Err(_)
+                        if batch.len() < MIN_CLAIM
+                            && self.others_running(&slots, batch.len() + rx.len()) =>
+                    {
                         match tokio::time::timeout_at(gather, rx.recv()).await {
                             Ok(Some(d)) => batch.push(d),
                             _ => break,
@@ -94,6 +110,8 @@ impl Worker {
                     warn!(error = %e, "could not disable endpoint after 410");
                 }
             }
+            // Written, lost to a rescue, or given up on: not ours to renew any more.
+            self.held.forget(completions.iter().map(|c| c.id));
             // Dropping the batch frees the in-flight slots.
             batch.clear();
         }

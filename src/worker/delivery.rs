@@ -38,6 +38,7 @@ impl Worker {
                     .store
                     .bury(self.id, d.id, &format!("endpoint {state}"))
                     .await;
+                self.held.forget([d.id]);
                 return;
             }
         }
@@ -223,7 +224,10 @@ impl Worker {
 
     async fn give_back(&self, d: &Claimed, at: Option<chrono::DateTime<Utc>>, why: &'static str) {
         debug!(reason = why, "released without an attempt");
-        match self.store.release(self.id, &[d.id], at).await {
+        let released = self.store.release(self.id, &[d.id], at).await;
+        // Given back, or (if that failed) left to its lease: not ours to renew.
+        self.held.forget([d.id]);
+        match released {
             // The claim loop may be asleep past this new due time: let it recompute.
             Ok(_) if at.is_some() => self.wake.notify_one(),
             Ok(_) => {}

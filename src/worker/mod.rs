@@ -13,6 +13,7 @@ mod completer;
 mod delivery;
 pub mod dispatch;
 pub mod gate;
+pub mod lease;
 pub mod resolver;
 
 use std::sync::Arc;
@@ -100,6 +101,8 @@ pub struct Worker {
     /// Endpoints this worker saw with an open circuit, and until when it leaves
     /// their rows in the queue (see [`Worker::skipped_endpoints`]).
     open_circuits: std::sync::Mutex<std::collections::HashMap<Uuid, chrono::DateTime<Utc>>>,
+    /// Deliveries leased to this worker and not yet written back or given back.
+    held: lease::Held,
 }
 
 /// Longest a worker trusts its own memory of an open circuit: another worker's
@@ -117,6 +120,7 @@ impl Worker {
             cfg,
             wake,
             open_circuits: Default::default(),
+            held: Default::default(),
         }
     }
 
@@ -133,9 +137,10 @@ impl Worker {
         let sem = Arc::new(Semaphore::new(this.cfg.concurrency));
         let (done_tx, done_rx) = mpsc::channel::<Done>(this.cfg.concurrency + 1);
         let background = CancellationToken::new();
-        let completer = tokio::spawn(this.clone().complete_loop(done_rx));
+        let completer = tokio::spawn(this.clone().complete_loop(done_rx, sem.clone()));
         let listener = tokio::spawn(this.clone().listen_loop(background.clone()));
         let rescuer = tokio::spawn(this.clone().rescue_loop(background.clone()));
+        let renewer = tokio::spawn(this.clone().renew_loop(background.clone()));
         let mut tasks = JoinSet::new();
         let mut db_backoff = Duration::from_millis(100);
         let mut busy = false;
@@ -164,6 +169,7 @@ impl Worker {
             }
             let wanted = permits.len();
             let skip = this.skipped_endpoints();
+            let claimed_at = std::time::Instant::now();
             let claimed = match this
                 .store
                 .claim(
@@ -176,6 +182,8 @@ impl Worker {
             {
                 Ok(c) => {
                     db_backoff = Duration::from_millis(100);
+                    this.held
+                        .track(c.iter().map(|d| d.id), claimed_at, this.cfg.lease);
                     c
                 }
                 Err(e) => {
@@ -241,6 +249,7 @@ impl Worker {
         background.cancel();
         let _ = listener.await;
         let _ = rescuer.await;
+        let _ = renewer.await;
         match this.store.release_all(this.id).await {
             Ok(n) if n > 0 => info!(released = n, "released leased deliveries back to the queue"),
             Ok(_) => {}

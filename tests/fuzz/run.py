@@ -12,7 +12,8 @@ its own: fuzzed endpoints could otherwise point the worker at real addresses.
 Environment: HOOKIT_BIN (default target/debug/hookit), SCHEMATHESIS (default
 .cache/venv/bin/schemathesis), FUZZ_MAX_EXAMPLES (default 100), FUZZ_SEED (default 1),
 FUZZ_CHECKS (default: no 5xx, documented status codes and content types, response
-bodies that match their schemas; `all` adds schemathesis's stricter checks).
+bodies that match their schemas, and inputs that break the schema refused; `all`
+adds schemathesis's stricter checks).
 """
 
 import json
@@ -30,7 +31,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("HOOKIT_BIN", os.path.join(ROOT, "target", "debug", "hookit"))
 SCHEMATHESIS = os.environ.get("SCHEMATHESIS", os.path.join(ROOT, ".cache", "venv", "bin", "schemathesis"))
-CHECKS = os.environ.get("FUZZ_CHECKS", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance")
+CHECKS = os.environ.get("FUZZ_CHECKS", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection")
 
 
 def free_port():

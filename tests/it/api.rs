@@ -299,3 +299,59 @@ async fn health_readiness_metrics_and_openapi() {
         .starts_with("text/html"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_payload_must_be_an_object_and_a_limit_within_its_range() {
+    let app = TestApp::spawn_with(no_worker()).await;
+    let ep = app
+        .endpoint(json!({"url": "https://93.184.216.34/a"}))
+        .await;
+    for (payload, kind) in [
+        (json!(true), "a boolean"),
+        (json!([1, 2]), "an array"),
+        (json!("text"), "a string"),
+        (json!(42), "a number"),
+        (json!(null), "null"),
+    ] {
+        let (status, p) = app
+            .post(
+                "/v1/events",
+                json!({"event_type": "a.b", "payload": payload}),
+            )
+            .await;
+        assert_eq!(status, 422, "{payload}: {p}");
+        assert!(
+            p["type"].as_str().unwrap().ends_with("invalid-payload")
+                && p["detail"].as_str().unwrap().contains(kind),
+            "{payload}: {p}"
+        );
+        if payload.is_null() {
+            continue; // the test event's payload is optional: null means its default
+        }
+        let (status, _) = app
+            .post(
+                &format!("/v1/endpoints/{ep}/test"),
+                json!({"payload": payload}),
+            )
+            .await;
+        assert_eq!(status, 422, "test event with {payload}");
+    }
+    let (status, _) = app
+        .post("/v1/events", json!({"event_type": "a.b", "payload": {}}))
+        .await;
+    assert_eq!(status, 202, "an empty object is a payload");
+
+    for path in ["/v1/endpoints", "/v1/deliveries"] {
+        for bad in ["-5", "0", "1001", "ten"] {
+            let (status, p) = app.get(&format!("{path}?limit={bad}")).await;
+            assert_eq!(status, 400, "{path}?limit={bad}: {p}");
+            assert!(
+                p["detail"].as_str().unwrap().contains("limit"),
+                "the problem names the parameter: {p}"
+            );
+        }
+        let (status, _) = app.get(&format!("{path}?limit=1000")).await;
+        assert_eq!(status, 200, "{path}?limit=1000");
+    }
+    app.stop().await;
+}

@@ -65,6 +65,56 @@ async fn delivers_a_signed_standard_webhooks_request() {
     app.stop().await;
 }
 
+/// The ingestion query's overlap rule (SQL) agrees with the Rust rule and with
+/// the per-row function it replaced, on every pattern shape.
+#[tokio::test]
+async fn the_sql_fan_out_rule_is_the_pattern_rule() {
+    let app = TestApp::spawn_with(crate::common::Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let pool = app.store.pool();
+    let types = ["a", "a.b", "a.b.c", "order.item.added", "x-y_z.q"];
+    let patterns = [
+        "*",
+        "a",
+        "a.*",
+        "a.b",
+        "a.b.*",
+        "a.b.c",
+        "a.b.c.*",
+        "b.*",
+        "order.*",
+        "order.item.*",
+        "order.item.added",
+        "orders.*",
+        "x-y_z.*",
+        "x.*",
+    ];
+    for t in types {
+        let sql: Vec<String> = sqlx::query_scalar("SELECT hookit_event_type_patterns($1)")
+            .bind(t)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(sql, hookit::domain::patterns::candidates(t), "{t}");
+        for p in patterns {
+            let (overlap, old): (bool, bool) = sqlx::query_as(
+                "SELECT ARRAY[$1] && hookit_event_type_patterns($2), hookit_event_type_matches(ARRAY[$1], $2)",
+            )
+            .bind(p)
+            .bind(t)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            let rust = hookit::domain::patterns::matches(p, t);
+            assert_eq!((overlap, old), (rust, rust), "{p} vs {t}");
+        }
+    }
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn fans_out_by_event_type_pattern() {
     let app = TestApp::spawn().await;

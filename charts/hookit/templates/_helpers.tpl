@@ -83,6 +83,9 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- if and (not .Values.masterKey.existingSecret) (not .Values.masterKey.value) }}
 {{- fail "hookit: set masterKey.existingSecret (a Secret with key 'key') or masterKey.value (base64 of 32 bytes, e.g. `openssl rand -base64 32`)" }}
 {{- end }}
+{{- if and .Values.worker.autoscaling.enabled .Values.worker.keda.enabled }}
+{{- fail "hookit: enable worker.keda or worker.autoscaling, not both: KEDA manages its own HPA, and two autoscalers would fight over the worker count" }}
+{{- end }}
 {{- if .Values.masterKey.value }}
 {{- $raw := b64dec .Values.masterKey.value }}
 {{- if ne (len $raw) 32 }}

@@ -205,6 +205,33 @@ impl Store {
         Ok(r.rows_affected())
     }
 
+    /// Extends to `lease_ms` from now the leases of those of `ids` that `owner`
+    /// still holds, and returns them; a row rescued in the meantime (its lease ran
+    /// out first) is left alone, and missing from the answer.
+    ///
+    /// Locking: each row for the length of this statement only, like the claim. A
+    /// worker renews only what it holds in memory (see `worker::lease`), and only
+    /// rows held for a good part of their lease, so the common path of a delivery
+    /// done in milliseconds never comes here.
+    pub async fn renew_leases(
+        &self,
+        owner: Uuid,
+        ids: &[Uuid],
+        lease_ms: i64,
+    ) -> Result<Vec<Uuid>> {
+        let renewed: Vec<(Uuid,)> = sqlx::query_as(
+            "UPDATE deliveries SET lease_expires_at = now() + $3 * interval '1 millisecond'
+             WHERE id = ANY($1) AND status = 'in_flight' AND lease_owner = $2
+             RETURNING id",
+        )
+        .bind(ids)
+        .bind(owner)
+        .bind(lease_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(renewed.into_iter().map(|(id,)| id).collect())
+    }
+
     /// When the earliest scheduled delivery is due (for the worker's sleep).
     pub async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
         let (at,): (Option<DateTime<Utc>>,) = sqlx::query_as(

@@ -131,8 +131,9 @@ pub struct DeliveryFilter {
     pub event_id: Option<EventId>,
     /// Only this event type.
     pub event_type: Option<String>,
-    /// Page size, 1-1000 (default 100).
-    pub limit: Option<i64>,
+    /// Page size, 1-1000 (default 100); outside that range, 400.
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 1000)]
+    pub limit: Option<crate::domain::page::PageLimit>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }

@@ -155,6 +155,108 @@ async fn a_labelled_secret_grants_its_key_to_the_namespace_and_losing_it_revokes
 }
 
 #[tokio::test]
+async fn a_key_value_granted_twice_is_refused_with_an_event_and_granted_once_free() {
+    let Some(kube) = Kube::setup("apikey-dup").await else {
+        return;
+    };
+    let ns = kube.ns.as_str();
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let ctl = RunningController::start(
+        RunningController::config(ns, "solo"),
+        kube.client.clone(),
+        app.store.clone(),
+    );
+
+    // A mirroring tool copied the Secret: same value, second name.
+    let key = fresh_key();
+    apply(&kube, &key_secret(ns, "original", Some("true"), &key)).await;
+    wait_tenant(&app, &key, Some(ns)).await;
+    apply(&kube, &key_secret(ns, "mirror", Some("true"), &key)).await;
+    wait_event(&kube, "mirror", "ApiKeyConflict").await;
+    let note = event_note(&kube, "mirror", "ApiKeyConflict").await;
+    assert!(
+        note.contains(&format!("{ns}/original")) && !note.contains(&key),
+        "the Event names the grant in the way, never the key: {note}"
+    );
+    assert_eq!(
+        publish_status(&app, &key).await,
+        202,
+        "the first grant stands"
+    );
+
+    // The same value in another tenant is refused without naming that tenant.
+    let other = app
+        .store
+        .upsert_k8s_api_key("elsewhere/copy", "elsewhere", &key)
+        .await
+        .expect_err("a key authenticates one tenant");
+    let text = other.to_string();
+    assert!(
+        text.contains("another tenant") && !text.contains(ns),
+        "{text}"
+    );
+
+    // Once the original goes, the copy is granted (on its periodic re-check).
+    kube.api::<Secret>()
+        .delete("original", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the copy to be granted", RECONCILE * 2, || async {
+        let by = granted_by(&app, &key).await;
+        if by.as_deref() == Some(&format!("{ns}/mirror")) {
+            Ok(())
+        } else {
+            Err(format!("{by:?}"))
+        }
+    })
+    .await;
+    // `hookit keys revoke` cannot take a Secret's grant away: the controller owns it.
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM api_keys WHERE k8s_secret = $1")
+        .bind(format!("{ns}/mirror"))
+        .fetch_one(app.store.pool())
+        .await
+        .unwrap();
+    let refused = app.store.revoke_api_key(id).await.unwrap_err().to_string();
+    assert!(
+        refused.contains(&format!("Secret {ns}/mirror")),
+        "{refused}"
+    );
+
+    ctl.stop().await;
+    app.stop().await;
+    kube.cleanup().await;
+}
+
+/// The note of the first Event with `reason` about `name`.
+async fn event_note(kube: &Kube, name: &str, reason: &str) -> String {
+    use k8s_openapi::api::events::v1::Event;
+    let events = kube.api::<Event>().list(&Default::default()).await.unwrap();
+    events
+        .items
+        .into_iter()
+        .find(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .and_then(|e| e.note)
+        .unwrap_or_default()
+}
+
+/// Which Secret (`namespace/name`) grants `key`, read from the database.
+async fn granted_by(app: &TestApp, key: &str) -> Option<String> {
+    sqlx::query_scalar::<_, Option<String>>("SELECT k8s_secret FROM api_keys WHERE key_hash = $1")
+        .bind(&hookit::db::keys::hash_key(key)[..])
+        .fetch_optional(app.store.pool())
+        .await
+        .unwrap()
+        .flatten()
+}
+
+#[tokio::test]
 async fn an_event_published_with_a_secret_granted_key_reaches_the_webhookendpoint_receiver() {
     let Some(kube) = Kube::setup("e2e").await else {
         return;

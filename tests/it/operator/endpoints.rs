@@ -510,3 +510,55 @@ async fn an_endpoint_the_worker_disabled_stays_disabled_until_the_spec_resumes_i
     app.stop().await;
     kube.cleanup().await;
 }
+
+#[tokio::test]
+async fn deleting_a_foreign_signing_secret_clears_the_conflict_at_once() {
+    let Some(kube) = Kube::setup("we-foreign").await else {
+        return;
+    };
+    let ns = kube.ns.as_str();
+    let app = TestApp::spawn_with(no_worker()).await;
+    let ctl = RunningController::start(
+        RunningController::config(ns, "solo"),
+        kube.client.clone(),
+        app.store.clone(),
+    );
+    // A Secret of the generated name that nobody labelled or owns: the
+    // controller must not take it over.
+    apply(
+        &kube,
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: orders-signing\n  namespace: {ns}\nstringData:\n  unrelated: keep-me\n"
+        ),
+    )
+    .await;
+    apply(
+        &kube,
+        &manifest(ns, "orders", "  url: http://127.0.0.1:9/orders\n"),
+    )
+    .await;
+    let we = wait_ready(&kube, "orders", "False", Some("SecretConflict")).await;
+    let message = we.status.unwrap().ready().unwrap().message.clone();
+    assert!(message.contains("orders-signing"), "{message}");
+    assert_eq!(
+        secret_value(&kube, "orders-signing", "unrelated").await,
+        "keep-me"
+    );
+
+    // Deleting it, as the message says, is noticed by the Secret watch: the
+    // retry of a refused spec is minutes away, far beyond this wait.
+    kube.api::<Secret>()
+        .delete("orders-signing", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_ready(&kube, "orders", "True", None).await;
+    let s = kube.api::<Secret>().get("orders-signing").await.unwrap();
+    assert!(
+        s.owner_references().iter().any(|o| o.name == "orders"),
+        "the recreated Secret is owned by the endpoint"
+    );
+
+    ctl.stop().await;
+    app.stop().await;
+    kube.cleanup().await;
+}

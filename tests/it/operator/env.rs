@@ -34,6 +34,19 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// helm: the one `scripts/k8s-bins.sh` built, else one on PATH.
+pub fn helm() -> Option<PathBuf> {
+    let built = bins_dir().join("helm");
+    if built.is_file() {
+        return Some(built);
+    }
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("helm"))
+            .find(|h| h.is_file())
+    })
+}
+
 /// Where `scripts/k8s-bins.sh` puts the binaries.
 pub fn bins_dir() -> PathBuf {
     if let Ok(d) = std::env::var("K8S_BINS_DIR") {

@@ -10,6 +10,9 @@ use super::env::{wait_for, Kube, RunningController};
 use super::{apply, events_about, manifest, wait_ready};
 use crate::common::{Options, TestApp};
 
+/// The Lease duration of both replicas.
+const TERM: Duration = Duration::from_secs(24);
+
 async fn holder(kube: &Kube, not: Option<&str>) -> String {
     let leases = kube.api::<Lease>();
     wait_for(
@@ -48,11 +51,11 @@ async fn only_the_lease_holder_reconciles_and_the_other_replica_takes_over() {
     let mut replicas: Vec<(String, Option<RunningController>)> = ["replica-a", "replica-b"]
         .into_iter()
         .map(|id| {
-            let c = RunningController::start(
-                RunningController::config(ns, id),
-                kube.client.clone(),
-                app.store.clone(),
-            );
+            // A long term, so that a takeover on release is told apart from
+            // one at the term's end.
+            let mut cfg = RunningController::config(ns, id);
+            cfg.controller_lease = TERM;
+            let c = RunningController::start(cfg, kube.client.clone(), app.store.clone());
             (id.to_string(), Some(c))
         })
         .collect();
@@ -86,7 +89,14 @@ async fn only_the_lease_holder_reconciles_and_the_other_replica_takes_over() {
         .unwrap();
     leader_ctl.stop().await;
     let successor = holder(&kube, Some(&leader)).await;
-    eprintln!("takeover after {:.1}s", started.elapsed().as_secs_f64());
+    let takeover = started.elapsed();
+    eprintln!("takeover after {:.2}s", takeover.as_secs_f64());
+    // The holder renews a third of the term before its end, so a successor
+    // that waited for the term would take at least TERM / 3 after the release.
+    assert!(
+        takeover < TERM / 4,
+        "the successor took over after {takeover:?}: it waited for the released term ({TERM:?}) to run out"
+    );
     apply(
         &kube,
         &manifest(ns, "second", "  url: http://127.0.0.1:9/second\n"),

@@ -9,6 +9,7 @@
 //! `HOOKIT_KUBECONFIG=<file>` to use an existing cluster).
 
 mod api_keys;
+mod chart;
 mod crd;
 mod endpoints;
 mod env;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use hookit::operator::WebhookEndpoint;
 use kube::api::DeleteParams;
 
-use super::env::{bins_dir, kubectl_with, repo, wait_for, Kube};
+use super::env::{helm, kubectl_with, repo, wait_for, Kube};
 use super::{apply, events_about, manifest, wait_ready, RECONCILE};
 use crate::common::TestApp;
 
@@ -21,18 +21,6 @@ const RBAC_KINDS: &[&str] = &[
     "Role",
     "RoleBinding",
 ];
-
-fn helm() -> Option<PathBuf> {
-    let built = bins_dir().join("helm");
-    if built.is_file() {
-        return Some(built);
-    }
-    std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("helm"))
-            .find(|h| h.is_file())
-    })
-}
 
 /// The controller's RBAC objects from `helm template`, and its ServiceAccount.
 async fn render_rbac(release: &str, ns: &str) -> (String, String) {

@@ -5,6 +5,7 @@
 
 mod circuit;
 mod crash;
+mod lease;
 mod limits;
 mod noisy;
 mod outage;

@@ -1,5 +1,8 @@
 //! A private PostgreSQL cluster started from the server binaries installed on the
-//! machine: the default database of `hookit standalone` and of the test harness.
+//! machine, or else from ones downloaded once ([`download`]): the default
+//! database of `hookit standalone` and of the test harness.
+
+pub mod download;
 
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
@@ -12,8 +15,8 @@ use tokio::process::{Child, Command};
 
 /// How to install what is missing, shown when no server binaries are found.
 pub const INSTALL_HINT: &str = "PostgreSQL server binaries (initdb, postgres) were not found on PATH or under \
-/usr/lib/postgresql/*/bin. Install them (Debian/Ubuntu: `apt-get install postgresql`; macOS: `brew install postgresql`) \
-or point HookIt at an existing database with DATABASE_URL=postgres://user:pass@host/db";
+/usr/lib/postgresql/*/bin, and none could be downloaded. Install them (Debian/Ubuntu: `apt-get install postgresql`; \
+macOS: `brew install postgresql`) or point HookIt at an existing database with DATABASE_URL=postgres://user:pass@host/db";
 
 /// Finds the directory holding `initdb` and `postgres`: PATH first, then the
 /// newest `/usr/lib/postgresql/<version>/bin`.
@@ -103,7 +106,12 @@ impl EmbeddedPg {
 
     /// [`EmbeddedPg::start`] with options.
     pub async fn start_with(dir: &Path, opts: &StartOptions) -> anyhow::Result<Self> {
-        let bin = find_bin_dir().ok_or_else(|| anyhow!(INSTALL_HINT))?;
+        let bin = match find_bin_dir() {
+            Some(b) => b,
+            None => download::ensure(dir)
+                .await
+                .map_err(|e| anyhow!("{e:#}\n{INSTALL_HINT}"))?,
+        };
         let user = run_as()?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let data = dir.join("pgdata");
