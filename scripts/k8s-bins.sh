@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Builds the Kubernetes binaries the operator tests need -- kube-apiserver, etcd
-# and helm -- from source with the Go toolchain (the "envtest" arrangement: a
-# real API server + etcd, no kubelet, no container runtime, no downloads of
-# prebuilt binaries).
+# Builds the Kubernetes binaries the operator tests need -- kube-apiserver,
+# kube-controller-manager, etcd and helm -- from source with the Go toolchain
+# (the "envtest" arrangement: a real API server + etcd, plus the controller
+# manager for the chart-run test; no kubelet, no container runtime, no downloads
+# of prebuilt binaries).
 #
 #   scripts/k8s-bins.sh [all]           build whatever is missing or stale (default)
-#   scripts/k8s-bins.sh kube-apiserver|etcd|helm   build just one
+#   scripts/k8s-bins.sh kube-apiserver|kube-controller-manager|etcd|helm   build just one
 #   scripts/k8s-bins.sh keda-crds                  fetch KEDA's CRDs (tests/k8s-bins/keda/pin)
-#   scripts/k8s-bins.sh check           exit 0 if all three are built and current, 1 otherwise
+#   scripts/k8s-bins.sh check           exit 0 if all are built and current, 1 otherwise
 #   scripts/k8s-bins.sh path            print the bin directory
 #   scripts/k8s-bins.sh regen-apiserver-mod v1.35.N   rewrite tests/k8s-bins/apiserver/go.mod for another release
 #
-# Pins live in tests/k8s-bins/{apiserver,etcd,helm}/go.mod (+ go.sum). Output:
-# .cache/k8s-bins/bin/{kube-apiserver,etcd,helm}; module and build caches in
+# Pins live in tests/k8s-bins/{apiserver,etcd,helm}/go.mod (+ go.sum); the
+# apiserver module pins k8s.io/kubernetes for both of its binaries. Output:
+# .cache/k8s-bins/bin/{kube-apiserver,kube-controller-manager,etcd,helm}; module and build caches in
 # .cache/go/{mod,build}. A binary is rebuilt only when its stamp file (pinned
 # version + hash of go.mod/go.sum) no longer matches, so warm runs take well
 # under a second. The last line on stdout is the bin directory; progress goes to
@@ -90,7 +92,8 @@ build_one() {
   log "$name $version: built in $(( $(date +%s) - start ))s"
 }
 
-build_apiserver() {
+# k8s_build NAME: kube-apiserver or kube-controller-manager, from the same pin.
+k8s_build() {
   local d="$PINS/apiserver" v major minor ldflags=""
   v="$(pinned_version "$d" k8s.io/kubernetes)"
   [[ -n "$v" ]] || die "cannot read k8s.io/kubernetes version from $d/go.mod"
@@ -101,7 +104,7 @@ build_apiserver() {
     ldflags+=" -X $p.gitVersion=$v -X $p.gitMajor=$major -X $p.gitMinor=$minor"
     ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
   done
-  build_one kube-apiserver "$d" "$v" k8s.io/kubernetes/cmd/kube-apiserver "$ldflags"
+  build_one "$1" "$d" "$v" "k8s.io/kubernetes/cmd/$1" "$ldflags"
 }
 
 build_etcd() {
@@ -147,6 +150,7 @@ keda_crds() {
 check_all() {
   local ok=0
   is_current kube-apiserver "$PINS/apiserver" "$(pinned_version "$PINS/apiserver" k8s.io/kubernetes)" || ok=1
+  is_current kube-controller-manager "$PINS/apiserver" "$(pinned_version "$PINS/apiserver" k8s.io/kubernetes)" || ok=1
   is_current etcd "$PINS/etcd" "$(pinned_version "$PINS/etcd" go.etcd.io/etcd/server/v3)" || ok=1
   is_current helm "$PINS/helm" "$(pinned_version "$PINS/helm" helm.sh/helm/v3)" || ok=1
   [[ -f "$BIN_DIR/../keda-crds/.stamp" ]] || ok=1
@@ -163,7 +167,7 @@ regen_apiserver_mod() {
   local godebug
   godebug="$(grep -E '^godebug ' "$src/go.mod" || true)"
   {
-    echo "// Pins the kube-apiserver built by scripts/k8s-bins.sh for tests (no cluster needed)."
+    echo "// Pins the kube-apiserver and kube-controller-manager built by scripts/k8s-bins.sh for tests."
     echo "// k8s.io/kubernetes cannot be 'go install'ed because its go.mod replaces the"
     echo "// staging modules with local paths; here each one is replaced with its published"
     echo "// v0.x release instead. Regenerate with: scripts/k8s-bins.sh regen-apiserver-mod"
@@ -172,7 +176,7 @@ regen_apiserver_mod() {
     grep -E '^go ' "$src/go.mod"
     [[ -n "$godebug" ]] && { echo; echo "$godebug"; }
     echo
-    echo "tool k8s.io/kubernetes/cmd/kube-apiserver"
+    printf 'tool (\n\tk8s.io/kubernetes/cmd/kube-apiserver\n\tk8s.io/kubernetes/cmd/kube-controller-manager\n)\n'
     echo
     echo "require k8s.io/kubernetes $v"
     echo
@@ -200,12 +204,13 @@ case "$cmd" in
   all)
     if ! check_all; then
       with_lock
-      build_etcd; build_apiserver; build_helm; keda_crds
+      build_etcd; k8s_build kube-apiserver; k8s_build kube-controller-manager; build_helm; keda_crds
     else
       log "all binaries up to date"
     fi
     echo "$BIN_DIR" ;;
-  kube-apiserver|apiserver) with_lock; build_apiserver; echo "$BIN_DIR" ;;
+  kube-apiserver|apiserver) with_lock; k8s_build kube-apiserver; echo "$BIN_DIR" ;;
+  kube-controller-manager) with_lock; k8s_build kube-controller-manager; echo "$BIN_DIR" ;;
   etcd) with_lock; build_etcd; echo "$BIN_DIR" ;;
   helm) with_lock; build_helm; echo "$BIN_DIR" ;;
   keda-crds) with_lock; keda_crds; echo "$BIN_DIR" ;;

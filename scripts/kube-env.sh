@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # A throw-away Kubernetes control plane for tests: etcd + kube-apiserver on
 # loopback, no kubelet, no controller-manager, no scheduler (the "envtest"
-# arrangement). Binaries come from scripts/k8s-bins.sh.
+# arrangement). Binaries come from scripts/k8s-bins.sh. With
+# KUBE_ENV_CONTROLLERS=1 it also runs kube-controller-manager with the workload
+# controllers (Deployments, ReplicaSets, StatefulSets, Jobs, EndpointSlices,
+# garbage collection), so Pods get created for a node to run (the chart-run test).
 #
 #   scripts/kube-env.sh start DIR    start (or reuse, if already running) an environment in DIR
 #   scripts/kube-env.sh stop DIR     stop it; no processes are left behind
@@ -14,7 +17,8 @@
 # KUBE_ADMIN_TOKEN and ETCD_URL. Progress and errors go to stderr.
 #
 # What it sets up in DIR:
-#   pki/          throw-away CA, serving cert (SAN IP:127.0.0.1, DNS:localhost),
+#   pki/          throw-away CA, serving cert (SAN IP:127.0.0.1, DNS:localhost, and
+#                 the kubernetes Service's ClusterIP 10.0.0.1 and names),
 #                 service-account signing key pair, static token file
 #   etcd/         etcd data (wiped on every fresh start)
 #   kubeconfig    admin: a static bearer token in group system:masters
@@ -29,6 +33,7 @@
 #                         ${HOOKIT_CACHE:-<repo>/.cache}/k8s-bins/bin, as scripts/k8s-bins.sh)
 #   KUBE_ENV_NO_BUILD=1   do not call scripts/k8s-bins.sh for missing binaries
 #   KUBE_ENV_TIMEOUT      seconds to wait for readiness (default 60)
+#   KUBE_ENV_CONTROLLERS=1  also run kube-controller-manager (workload controllers)
 #   KUBE_ENV_WATCH_PID    if set, a watchdog stops the environment once that
 #                         process exits (e.g. the test binary's pid), so a
 #                         crashed test run leaves nothing running
@@ -95,6 +100,9 @@ ensure_bins() {
   local missing=()
   [[ -x "$BIN_DIR/etcd" ]] || missing+=(etcd)
   [[ -x "$BIN_DIR/kube-apiserver" ]] || missing+=(kube-apiserver)
+  if [[ "${KUBE_ENV_CONTROLLERS:-0}" == 1 ]]; then
+    [[ -x "$BIN_DIR/kube-controller-manager" ]] || missing+=(kube-controller-manager)
+  fi
   if [[ ${#missing[@]} -gt 0 ]]; then
     [[ "${KUBE_ENV_NO_BUILD:-}" == 1 ]] && die "missing ${missing[*]} in $BIN_DIR (run scripts/k8s-bins.sh)"
     log "building ${missing[*]} with scripts/k8s-bins.sh (minutes on a cold cache)"
@@ -116,7 +124,7 @@ make_pki() {
       openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
         -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
       printf '%s\n' \
-        "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc" \
+        "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc" \
         "extendedKeyUsage=serverAuth" "keyUsage=critical,digitalSignature,keyEncipherment" > apiserver.ext
       openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
         -out apiserver.crt -days 3650 -extfile apiserver.ext 2>/dev/null
@@ -177,6 +185,9 @@ print_env() {
 is_ready() {
   [[ -f "$DIR/env" ]] || return 1
   pid_alive "$DIR/etcd.pid" && pid_alive "$DIR/kube-apiserver.pid" || return 1
+  if [[ "${KUBE_ENV_CONTROLLERS:-0}" == 1 ]]; then
+    pid_alive "$DIR/kube-controller-manager.pid" || return 1
+  fi
   local url token
   url="$(sed -n 's/^export KUBE_APISERVER_URL=//p' "$DIR/env")"
   token="$(sed -n 's/^export KUBE_ADMIN_TOKEN=//p' "$DIR/env")"
@@ -258,7 +269,37 @@ EOF
     -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
     -X POST -d "$sa_body" "$url/api/v1/namespaces/default/serviceaccounts")"
   [[ "$code" == 201 || "$code" == 409 ]] || { log "creating ServiceAccount default/default returned HTTP $code"; return 1; }
+  if [[ "${KUBE_ENV_CONTROLLERS:-0}" == 1 ]]; then
+    start_controllers || return 1
+  fi
   return 0
+}
+
+# The workload controllers only: no node lifecycle (the node of the chart-run
+# test sends no heartbeats), no scheduler-facing or cloud controllers.
+start_controllers() {
+  local port
+  port="$(free_port)"
+  log "starting kube-controller-manager on 127.0.0.1:$port"
+  setsid "$BIN_DIR/kube-controller-manager" \
+    --kubeconfig "$DIR/kubeconfig" \
+    --authentication-kubeconfig "$DIR/kubeconfig" \
+    --authorization-kubeconfig "$DIR/kubeconfig" \
+    --bind-address 127.0.0.1 \
+    --secure-port "$port" \
+    --cert-dir "$DIR/pki/kcm" \
+    --leader-elect=false \
+    --use-service-account-credentials=false \
+    --controllers deployment-controller,replicaset-controller,statefulset-controller,job-controller,endpointslice-controller,garbage-collector-controller,serviceaccount-controller \
+    --concurrent-deployment-syncs 2 \
+    --profiling=false \
+    </dev/null >"$DIR/kube-controller-manager.log" 2>&1 &
+  echo $! > "$DIR/kube-controller-manager.pid"
+  if ! wait_for kube-controller-manager "$TIMEOUT" "$DIR/kube-controller-manager.pid" \
+      curl -fsSk --max-time 2 "https://127.0.0.1:$port/healthz"; then
+    tail -n 30 "$DIR/kube-controller-manager.log" >&2 || true
+    return 1
+  fi
 }
 
 start_watchdog() {
@@ -280,6 +321,7 @@ cmd_start() {
     return 0
   fi
   # Half-started or dead leftovers: clean them up first.
+  kill_pidfile "$DIR/kube-controller-manager.pid" kube-controller-manager
   kill_pidfile "$DIR/kube-apiserver.pid" kube-apiserver
   kill_pidfile "$DIR/etcd.pid" etcd
   rm -f "$DIR/env"
@@ -297,6 +339,7 @@ cmd_start() {
       return 0
     fi
     log "start attempt $attempt failed; cleaning up"
+    kill_pidfile "$DIR/kube-controller-manager.pid" kube-controller-manager
     kill_pidfile "$DIR/kube-apiserver.pid" kube-apiserver
     kill_pidfile "$DIR/etcd.pid" etcd
     rm -f "$DIR/env"
@@ -305,6 +348,7 @@ cmd_start() {
 }
 
 cmd_stop() {
+  kill_pidfile "$DIR/kube-controller-manager.pid" kube-controller-manager
   kill_pidfile "$DIR/kube-apiserver.pid" kube-apiserver
   kill_pidfile "$DIR/etcd.pid" etcd
   rm -f "$DIR/env"

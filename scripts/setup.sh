@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine, from the project's
 # own files: PostgreSQL server binaries, Chromium, the Node test tools, the Python
-# fuzzing tools and the Go-built Kubernetes test binaries. Idempotent and quick
+# fuzzing tools, the tools of the chart-run test's stand-in node and the
+# Go-built Kubernetes test binaries. Idempotent and quick
 # when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,11 @@ apt_packages=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_packages+=(postgresql)
 command -v chromium >/dev/null || apt_packages+=(chromium)
 command -v openssl >/dev/null || apt_packages+=(openssl)
+# The chart-run test's stand-in node: network namespaces (ip), nsenter/unshare/
+# setpriv (util-linux), and curl for the documented publish command.
+command -v ip >/dev/null || apt_packages+=(iproute2)
+command -v setpriv >/dev/null || apt_packages+=(util-linux)
+command -v curl >/dev/null || apt_packages+=(curl)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   echo "setup: installing ${apt_packages[*]}" >&2
   if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi

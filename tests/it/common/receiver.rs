@@ -67,6 +67,11 @@ pub struct Receiver {
 impl Receiver {
     /// Starts a receiver answering 200.
     pub async fn start() -> Self {
+        Self::start_on(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    /// Starts a receiver answering 200 on `listener`.
+    pub fn start_on(listener: tokio::net::TcpListener) -> Self {
         let (tx, rx) = watch::channel(0);
         let shared = Shared {
             reply: Arc::default(),
@@ -77,7 +82,6 @@ impl Receiver {
         let app = Router::new()
             .fallback(post(handle))
             .with_state(shared.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Self {

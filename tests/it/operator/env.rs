@@ -69,7 +69,7 @@ pub fn env() -> Option<&'static Env> {
     ENV.get_or_init(start).as_ref()
 }
 
-fn skip_or_fail(why: String) -> Option<Env> {
+fn skip_or_fail<T>(why: String) -> Option<T> {
     if std::env::var("HOOKIT_REQUIRE_K8S").as_deref() == Ok("1") {
         panic!("HOOKIT_REQUIRE_K8S=1 but {why}");
     }
@@ -107,34 +107,7 @@ fn start() -> Option<Env> {
                 bins.display()
             ));
         }
-        let dir = env_dir();
-        let started = std::time::Instant::now();
-        // The watchdog stops etcd and the API server when this process exits,
-        // however it exits.
-        let out = std::process::Command::new(repo().join("scripts/kube-env.sh"))
-            .arg("start")
-            .arg(&dir)
-            .env("KUBE_ENV_WATCH_PID", std::process::id().to_string())
-            .env("KUBE_ENV_NO_BUILD", "1")
-            .env("K8S_BINS_DIR", &bins)
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running scripts/kube-env.sh");
-        assert!(
-            out.status.success(),
-            "scripts/kube-env.sh start failed (logs in {})",
-            dir.display()
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let kubeconfig = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("KUBECONFIG="))
-            .expect("kube-env.sh printed no KUBECONFIG line")
-            .into();
-        eprintln!(
-            "operator tests: API server ready in {:.1}s",
-            started.elapsed().as_secs_f64()
-        );
+        let kubeconfig = launch(&env_dir(), false);
         Env {
             kubeconfig,
             external: false,
@@ -142,6 +115,102 @@ fn start() -> Option<Env> {
     };
     install_crd(&env.kubeconfig);
     Some(env)
+}
+
+/// Starts `scripts/kube-env.sh` in `dir` (with kube-controller-manager when
+/// `controllers`); returns the admin kubeconfig. The watchdog stops etcd, the
+/// API server and the controller manager when this process exits, however it
+/// exits.
+fn launch(dir: &Path, controllers: bool) -> PathBuf {
+    let bins = bins_dir();
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(repo().join("scripts/kube-env.sh"))
+        .arg("start")
+        .arg(dir)
+        .env("KUBE_ENV_WATCH_PID", std::process::id().to_string())
+        .env("KUBE_ENV_NO_BUILD", "1")
+        .env("KUBE_ENV_CONTROLLERS", if controllers { "1" } else { "0" })
+        .env("K8S_BINS_DIR", &bins)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running scripts/kube-env.sh");
+    assert!(
+        out.status.success(),
+        "scripts/kube-env.sh start failed (logs in {})",
+        dir.display()
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let kubeconfig = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("KUBECONFIG="))
+        .expect("kube-env.sh printed no KUBECONFIG line")
+        .into();
+    eprintln!(
+        "operator tests: API server ready in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    kubeconfig
+}
+
+/// A control plane of one test's own, with kube-controller-manager: for the
+/// chart-run test, which installs cluster-wide objects under fixed names (the
+/// README's) and must not meet the other tests' controllers. Stopped on drop.
+pub struct PrivateEnv {
+    /// Where kube-env.sh keeps it.
+    pub dir: PathBuf,
+    /// Admin kubeconfig.
+    pub kubeconfig: PathBuf,
+}
+
+impl PrivateEnv {
+    /// Starts it; None means "skip" (as for [`env`]). Needs the binaries that
+    /// `scripts/k8s-bins.sh` builds, including kube-controller-manager.
+    pub fn start(name: &str) -> Option<PrivateEnv> {
+        env()?;
+        if std::env::var("HOOKIT_KUBECONFIG").is_ok() {
+            return skip_or_fail(
+                "the chart-run test needs its own control plane, not HOOKIT_KUBECONFIG".into(),
+            );
+        }
+        if !bins_dir().join("kube-controller-manager").is_file() {
+            return skip_or_fail(format!(
+                "kube-controller-manager missing from {}",
+                bins_dir().display()
+            ));
+        }
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("kube-env-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating the kube-env directory");
+        let kubeconfig = launch(&dir, true);
+        Some(PrivateEnv { dir, kubeconfig })
+    }
+
+    /// The API server's address on loopback.
+    pub fn apiserver(&self) -> std::net::SocketAddr {
+        let env = std::fs::read_to_string(self.dir.join("env")).expect("kube-env's env file");
+        let url = env
+            .lines()
+            .find_map(|l| l.strip_prefix("export KUBE_APISERVER_URL=https://"))
+            .expect("KUBE_APISERVER_URL in the env file");
+        url.trim().parse().expect("host:port")
+    }
+
+    /// The API server's CA certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("pki/ca.crt")
+    }
+}
+
+impl Drop for PrivateEnv {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(repo().join("scripts/kube-env.sh"))
+            .arg("stop")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// `<target>/tmp/kube-env-<pid>`: the watchdog stops the processes when the test
@@ -154,7 +223,11 @@ fn env_dir() -> PathBuf {
     if let Ok(entries) = std::fs::read_dir(&root) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name.strip_prefix("kube-env-") else {
+            // kube-env-<pid> or kube-env-<pid>-<test> (a private environment).
+            let Some(pid) = name
+                .strip_prefix("kube-env-")
+                .and_then(|rest| rest.split('-').next())
+            else {
                 continue;
             };
             if !Path::new("/proc").join(pid).exists() {

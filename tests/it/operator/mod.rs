@@ -13,7 +13,9 @@ mod chart;
 mod crd;
 mod endpoints;
 mod env;
+mod install;
 mod leader;
+mod node;
 mod rbac;
 
 use std::time::Duration;
