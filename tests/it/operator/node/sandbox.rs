@@ -10,14 +10,8 @@
 //! and no seccomp profile. It catches what the chart can get wrong about the
 //! process it starts: arguments, environment, users, writable paths and ports.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use super::net::NodeNet;
 
 /// The container's PATH, as the runtime image sets it.
 const IMAGE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -135,21 +129,4 @@ pub fn start(netns: &Path, l: &Launch) -> std::io::Result<tokio::process::Child>
         .stderr(log)
         .kill_on_drop(true);
     cmd.spawn()
-}
-
-/// An `httpGet` probe: a 2xx or 3xx answer within `timeout`, as the kubelet
-/// counts it. Made from the node namespace, like the kubelet's.
-pub async fn http_get(net: &NodeNet, addr: SocketAddr, path: &str, timeout: Duration) -> bool {
-    let attempt = async {
-        let mut s = net.connect(addr).await.ok()?;
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.35\r\nConnection: close\r\n\r\n"
-        );
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head).await.ok()?;
-        let status: u16 = std::str::from_utf8(&head[9..12]).ok()?.parse().ok()?;
-        Some((200..400).contains(&status))
-    };
-    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(true)))
 }

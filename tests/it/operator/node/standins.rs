@@ -44,7 +44,7 @@ impl Image {
 pub enum Running {
     Postgres {
         forward: tokio::task::JoinHandle<()>,
-        _server: EmbeddedPg,
+        _server: Box<EmbeddedPg>,
         _dir: tempfile::TempDir,
     },
     Echo(Arc<Receiver>),
@@ -162,7 +162,7 @@ pub async fn start(
             });
             Ok(Running::Postgres {
                 forward,
-                _server: pg,
+                _server: Box::new(pg),
                 _dir: dir,
             })
         }
