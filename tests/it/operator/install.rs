@@ -118,8 +118,11 @@ fn node_prerequisites() -> Result<(), String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_readme_install_starts_the_chart_and_delivers_through_its_service() {
     if let Err(why) = node_prerequisites() {
-        if std::env::var("HOOKIT_REQUIRE_K8S").as_deref() == Ok("1") {
-            panic!("HOOKIT_REQUIRE_K8S=1 but {why}");
+        // HOOKIT_CHART_RUN=skip: a CI that runs this test in a step of its own
+        // as root (the GitHub workflow does) says so, rather than hiding it.
+        let opted_out = std::env::var("HOOKIT_CHART_RUN").as_deref() == Ok("skip");
+        if std::env::var("HOOKIT_REQUIRE_K8S").as_deref() == Ok("1") && !opted_out {
+            panic!("HOOKIT_REQUIRE_K8S=1 but {why} (HOOKIT_CHART_RUN=skip skips only this test)");
         }
         eprintln!("SKIPPING the chart-run test: {why}");
         return;
