@@ -8,6 +8,7 @@ mod fleet;
 pub mod procstat;
 pub mod receiver;
 mod report;
+mod scale;
 mod scenarios;
 
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ pub use report::Row;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct BenchArgs {
-    /// Scenarios: ingest, deliver, latency, backlog, noisy, fleet.
+    /// Scenarios: ingest, deliver, latency, backlog, noisy, fleet, scale.
     pub scenarios: Vec<String>,
     /// Measurement window per case.
     pub duration: Duration,
@@ -112,13 +113,15 @@ impl Server {
     }
 }
 
-/// One HookIt deployment under test: an API process and N worker processes.
+/// One HookIt deployment under test: API processes and N worker processes.
 pub(crate) struct Deployment {
     pub(crate) base: String,
     pub(crate) key: String,
     pub(crate) store: Store,
     pub(crate) url: String,
     api: Option<Child>,
+    /// More API processes on the same database (the scale scenario).
+    more_apis: Vec<Child>,
     workers: Vec<Child>,
     master_key: String,
     worker_env: Vec<(String, String)>,
@@ -143,6 +146,7 @@ impl Deployment {
             store,
             url: url.to_string(),
             api: None,
+            more_apis: Vec::new(),
             workers: Vec::new(),
             master_key,
             worker_env: worker_env
@@ -154,19 +158,18 @@ impl Deployment {
         for _ in 0..workers {
             d.add_worker()?;
         }
-        let http = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if matches!(http.get(format!("{}/readyz", d.base)).send().await, Ok(r) if r.status().is_success())
-            {
-                break;
-            }
-            if tokio::time::Instant::now() > deadline {
-                return Err(anyhow!("the API process did not become ready"));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        ready(&d.base).await?;
         Ok(d)
+    }
+
+    /// Starts another API process on the same database; returns its base URL.
+    pub(crate) async fn add_api(&mut self) -> anyhow::Result<String> {
+        let port = free_port()?;
+        let api = self.spawn("api", &[("HOOKIT_LISTEN", format!("127.0.0.1:{port}"))])?;
+        self.more_apis.push(api);
+        let base = format!("http://127.0.0.1:{port}");
+        ready(&base).await?;
+        Ok(base)
     }
 
     fn spawn(&self, role: &str, extra: &[(&str, String)]) -> anyhow::Result<Child> {
@@ -202,13 +205,24 @@ impl Deployment {
 
     /// Process ids of the API and workers.
     pub(crate) fn pids(&self) -> (Vec<u32>, Vec<u32>) {
-        let api = self.api.iter().filter_map(|c| c.id()).collect();
+        let api = self
+            .api
+            .iter()
+            .chain(self.more_apis.iter())
+            .filter_map(|c| c.id())
+            .collect();
         let workers = self.workers.iter().filter_map(|c| c.id()).collect();
         (api, workers)
     }
 
     async fn stop(mut self) {
-        for c in self.api.iter_mut().chain(self.workers.iter_mut()) {
+        let mut all: Vec<&mut Child> = self
+            .api
+            .iter_mut()
+            .chain(self.more_apis.iter_mut())
+            .chain(self.workers.iter_mut())
+            .collect();
+        for c in all.iter_mut() {
             if let Some(pid) = c.id() {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid as i32),
@@ -216,7 +230,7 @@ impl Deployment {
                 );
             }
         }
-        for c in self.api.iter_mut().chain(self.workers.iter_mut()) {
+        for c in all {
             if tokio::time::timeout(Duration::from_secs(10), c.wait())
                 .await
                 .is_err()
@@ -225,6 +239,22 @@ impl Deployment {
             }
         }
         self.store.pool().close().await;
+    }
+}
+
+/// Waits (bounded) until the API at `base` answers /readyz.
+async fn ready(base: &str) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if matches!(http.get(format!("{base}/readyz")).send().await, Ok(r) if r.status().is_success())
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(anyhow!("the API process at {base} did not become ready"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -258,9 +288,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
             "backlog" => scenarios::backlog(&ctx).await?,
             "noisy" => scenarios::noisy(&ctx).await?,
             "fleet" => fleet::fleet(&ctx).await?,
+            "scale" => scale::scale(&ctx).await?,
             other => {
                 return Err(anyhow!(
-                "--scenario: unknown scenario `{other}` (ingest, deliver, latency, backlog, noisy, fleet)"
+                "--scenario: unknown scenario `{other}` (ingest, deliver, latency, backlog, noisy, fleet, scale)"
             ))
             }
         };

@@ -78,7 +78,7 @@ pub(super) fn percentiles(row: &mut Row, mut lat: Vec<f64>) {
 
 /// How publishers pace themselves.
 #[derive(Clone)]
-enum Pace {
+pub(super) enum Pace {
     /// As fast as the API answers (ingestion throughput).
     Flat,
     /// A fixed offered rate, events/s in total (latency at a given load).
@@ -94,11 +94,18 @@ enum Pace {
 /// Deliveries outstanding in a closed-loop case: several claim batches (128), so
 /// workers never run dry, yet a queue short enough that the reported latency is
 /// the system's and not the benchmark's (Little's law: 512 at 5,000/s is ~100 ms).
-const WINDOW: usize = 512;
+pub(super) const WINDOW: usize = 512;
 
 /// Publishers: `n` tasks posting events until `until`, paced by `pace`.
 /// Returns the number of 2xx answers.
-async fn publish(base: &str, key: &str, n: usize, keyed: bool, until: Instant, pace: Pace) -> u64 {
+pub(super) async fn publish(
+    base: &str,
+    key: &str,
+    n: usize,
+    keyed: bool,
+    until: Instant,
+    pace: Pace,
+) -> u64 {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(n)
         .build()
@@ -155,7 +162,7 @@ async fn publish(base: &str, key: &str, n: usize, keyed: bool, until: Instant, p
     ok.load(Ordering::Relaxed)
 }
 
-async fn endpoints(
+pub(super) async fn endpoints(
     d: &Deployment,
     receiver: &str,
     n: usize,
