@@ -162,6 +162,9 @@ impl EmbeddedPg {
             nix::unistd::chown(&dir.join("postgres.log"), Some(u.uid), Some(u.gid))?;
         }
         let mut cmd = command(&bin.join("postgres"), &user);
+        // Linux only (prctl); elsewhere the server is stopped on drop, and a
+        // killed test process can leave it running.
+        #[cfg(target_os = "linux")]
         if opts.die_with_parent {
             // SAFETY: prctl is async-signal-safe; it runs in the forked child after
             // the uid switch (which would otherwise clear the setting), before exec.
