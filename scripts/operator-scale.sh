@@ -8,13 +8,15 @@
 #   reconciles           hookit_controller_reconciles_total until then
 #   apiserver_requests_per_endpoint, status_writes   from the apiserver's own metrics
 #   steady_reconciles_per_s, steady_status_writes     over STEADY seconds afterwards
+#   steady_feed_looks    looks of the delivery change feed in that time (it keeps
+#                        looking; it only finds nothing to reconcile)
 #   rotation_secs        1,000 signing Secrets rewritten at once, until the database
 #                        signs with every new secret
 #
 #   scripts/operator-scale.sh [N]        (needs a release build: cargo build --release)
 #
 # Environment: HOOKIT_BIN (default target/release/hookit), STEADY (default 70: longer
-# than the controller's 60 s status resync),
+# than the 60 s between two looks of the controller's delivery change feed),
 # ROTATE (default 1000), KEEP=1 to leave the environment running.
 # Everything listens on 127.0.0.1 and stops on exit.
 set -euo pipefail
@@ -118,12 +120,15 @@ echo "status_writes $((status1 - status0))"
 # Steady state: nothing changes, so nothing should be written.
 sleep 5
 rec2=$(metric "http://127.0.0.1:$metrics_port/metrics" '^hookit_controller_reconciles_total')
+looks2=$(metric "http://127.0.0.1:$metrics_port/metrics" '^hookit_controller_feed_polls_total')
 status2=$(metric "$apiserver_metrics" '^apiserver_request_total.*resource="webhookendpoints".*subresource="status"' "$KUBE_ADMIN_TOKEN")
 sleep "$STEADY"
 rec3=$(metric "http://127.0.0.1:$metrics_port/metrics" '^hookit_controller_reconciles_total')
+looks3=$(metric "http://127.0.0.1:$metrics_port/metrics" '^hookit_controller_feed_polls_total')
 status3=$(metric "$apiserver_metrics" '^apiserver_request_total.*resource="webhookendpoints".*subresource="status"' "$KUBE_ADMIN_TOKEN")
 echo "steady_reconciles_per_s $(echo "scale=1; ($rec3 - $rec2) / $STEADY" | bc)"
 echo "steady_status_writes $((status3 - status2))"
+echo "steady_feed_looks $((looks3 - looks2))"
 
 # Rotation storm: ROTATE generated signing Secrets rewritten at once.
 rot_start=$(now)

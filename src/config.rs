@@ -104,8 +104,9 @@ pub struct Config {
     /// `HOOKIT_CONTROLLER_LEASE`: how long the controller leader's Lease holds without
     /// renewal, i.e. the longest takeover time after a leader dies (whole seconds, >= 2s).
     pub controller_lease: Duration,
-    /// `HOOKIT_CONTROLLER_RESYNC`: how often the controller refreshes each
-    /// WebhookEndpoint's status (delivery figures, circuit state).
+    /// `HOOKIT_CONTROLLER_RESYNC`: how often the controller looks for
+    /// WebhookEndpoints whose status (delivery figures, circuit state) the
+    /// database has moved away from, and refreshes those (only those).
     pub controller_resync: Duration,
 }
 

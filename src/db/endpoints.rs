@@ -22,6 +22,8 @@ pub const ROTATION_OVERLAP_HOURS: i64 = 24;
 pub const MAX_HEADERS: usize = 20;
 /// Most event-type patterns per endpoint.
 pub const MAX_EVENT_TYPES: usize = 50;
+/// Longest per-attempt timeout an endpoint may set (also the schema's CHECK).
+pub const MAX_TIMEOUT_MS: i64 = 300_000;
 
 /// An endpoint as the API shows it. The secret is never part of it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -66,7 +68,7 @@ pub struct Endpoint {
 }
 
 #[derive(FromRow)]
-struct EndpointRow {
+pub(super) struct EndpointRow {
     id: Uuid,
     url: String,
     description: String,
@@ -112,7 +114,7 @@ impl From<EndpointRow> for Endpoint {
     }
 }
 
-const COLUMNS: &str =
+pub(super) const COLUMNS: &str =
     "id, url, description, event_types, status::text AS status, disabled_reason, managed_by,
     (circuit_open_until IS NOT NULL) AS circuit_open, consecutive_failures, headers, max_attempts,
     retry_base_ms, retry_cap_ms, timeout_ms, rate_limit, max_in_flight, created_at, updated_at";
@@ -261,7 +263,7 @@ fn validate_numbers(
     if cap.is_some_and(|v| !(1..=7 * 86_400_000).contains(&v)) {
         return Err(bad("retry_cap_ms", "from 1 to 604800000"));
     }
-    if timeout.is_some_and(|v| !(100..=300_000).contains(&v)) {
+    if timeout.is_some_and(|v| !(100..=MAX_TIMEOUT_MS).contains(&v)) {
         return Err(bad("timeout_ms", "from 100 to 300000"));
     }
     if rate.is_some_and(|v| !(1..=100_000).contains(&v)) {

@@ -1,4 +1,5 @@
-//! Aggregates for the dashboard and for `/metrics`.
+//! Aggregates for the dashboard and for `/metrics` (the WebhookEndpoint status
+//! figures are in [`super::figures`]).
 
 use std::collections::HashMap;
 
@@ -207,72 +208,6 @@ impl Store {
             by_status,
             oldest_due_secs: oldest.unwrap_or(0.0).max(0.0),
             due,
-        })
-    }
-}
-
-/// One endpoint's recent delivery figures, for the `WebhookEndpoint` status.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct DeliverySummary {
-    /// Successful attempts since the cut-off (one per delivered message).
-    pub succeeded: i64,
-    /// Failed attempts since the cut-off.
-    pub failed: i64,
-    /// Deliveries dead-lettered since the cut-off.
-    pub dead: i64,
-    /// Deliveries pending or in flight now.
-    pub pending: i64,
-    /// Start of the latest successful attempt since the cut-off.
-    pub last_success_at: Option<DateTime<Utc>>,
-    /// Start of the latest failed attempt since the cut-off.
-    pub last_failure_at: Option<DateTime<Utc>>,
-}
-
-type SummaryRow = (
-    i64,
-    i64,
-    Option<DateTime<Utc>>,
-    Option<DateTime<Utc>>,
-    i64,
-    i64,
-);
-
-impl Store {
-    /// Delivery figures of one endpoint since `since`. Every part is an index
-    /// range scan (attempts by endpoint and time, dead rows by tenant and time,
-    /// the endpoint's pending rows), so it stays cheap for busy endpoints.
-    pub async fn delivery_summary(
-        &self,
-        tenant: &str,
-        endpoint: EndpointId,
-        since: DateTime<Utc>,
-    ) -> Result<DeliverySummary> {
-        let (succeeded, failed, last_success_at, last_failure_at, dead, pending): SummaryRow =
-            sqlx::query_as(
-                "SELECT
-                    count(*) FILTER (WHERE a.succeeded),
-                    count(*) FILTER (WHERE NOT a.succeeded),
-                    max(a.started_at) FILTER (WHERE a.succeeded),
-                    max(a.started_at) FILTER (WHERE NOT a.succeeded),
-                    (SELECT count(*) FROM deliveries d
-                      WHERE d.tenant = $1 AND d.status = 'dead' AND d.finished_at >= $3 AND d.endpoint_id = $2),
-                    (SELECT count(*) FROM deliveries d
-                      WHERE d.endpoint_id = $2 AND d.status IN ('pending', 'in_flight'))
-                 FROM delivery_attempts a
-                 WHERE a.endpoint_id = $2 AND a.started_at >= $3",
-            )
-            .bind(tenant)
-            .bind(endpoint.uuid())
-            .bind(since)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(DeliverySummary {
-            succeeded,
-            failed,
-            dead,
-            pending,
-            last_success_at,
-            last_failure_at,
         })
     }
 }

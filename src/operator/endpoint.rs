@@ -5,12 +5,16 @@
 //! owned by the resource), upsert the row keyed by the resource's UID, and report
 //! in `.status`. Cleanup (behind a finalizer): retire the row, which dead-letters
 //! its pending deliveries rather than dropping them.
+//!
+//! A healthy endpoint is not reconciled periodically: the change feed (`feed`)
+//! reconciles it when its delivery figures change, and the watches when the
+//! resource or its Secrets do.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use k8s_openapi::ByteString;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
@@ -18,6 +22,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::{Api, Resource, ResourceExt};
+use rand::Rng;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tracing::{info, instrument, warn};
@@ -26,7 +31,8 @@ use super::crd::{
     Condition, DeliveryFigures, WebhookEndpoint, WebhookEndpointStatus, DEFAULT_SECRET_KEY, READY,
 };
 use super::{Context, Error, FIELD_MANAGER};
-use crate::db::endpoints::{check_target, EndpointSpec, ManagedEndpoint};
+use crate::db::endpoints::{check_target, Endpoint, EndpointSpec, ManagedEndpoint};
+use crate::db::figures::DeliverySummary;
 use crate::domain::ids::EndpointId;
 use crate::domain::signing;
 use crate::domain::ssrf::SsrfError;
@@ -41,6 +47,17 @@ const FIGURES_WINDOW_HOURS: i64 = 24;
 const SLOW_RETRY: Duration = Duration::from_secs(300);
 /// Requeue after a refusal that may fix itself (DNS, a Secret yet to be created).
 const SOON_RETRY: Duration = Duration::from_secs(60);
+/// Requeue of an applied endpoint: a safety net only. Its figures follow the
+/// change feed and its inputs are watched; this catches what neither sees: a
+/// URL whose DNS name now resolves to a refused address (the worker refuses to
+/// send there anyway; this puts it in the status), figures changed by a purge
+/// of dead letters, a feed signal lost to an attempt written later than the
+/// feed allows for. At 10,000 endpoints an hour is under 3 reconciles/s, each
+/// a few reads; spread by up to [`SAFETY_SPREAD`] so the endpoints reconciled
+/// together at startup do not come back together.
+const SAFETY_RESYNC: Duration = Duration::from_secs(3600);
+/// Largest random addition to [`SAFETY_RESYNC`].
+const SAFETY_SPREAD: Duration = Duration::from_secs(600);
 
 /// Why the spec cannot be honoured: reported in `.status`, retried slowly.
 struct Rejection {
@@ -137,8 +154,9 @@ async fn apply(
         secret_digest: Sha256::digest(signing.secret.as_bytes()).into(),
         endpoint: None,
     };
-    // A periodic refresh of an unchanged resource only reads the row: writing
-    // it would, among other things, resume an endpoint the worker disabled.
+    // A refresh of an unchanged resource (the change feed, the safety resync)
+    // only reads the row: writing it would, among other things, resume an
+    // endpoint the worker disabled.
     let unchanged = ctx.applied.lock().ok().and_then(|m| {
         m.get(&uid)
             .filter(|a| a.same_input(&applied))
@@ -176,8 +194,10 @@ async fn apply(
             },
         );
     }
-    let since = Utc::now() - chrono::Duration::hours(FIGURES_WINDOW_HOURS);
-    let figures = ctx.store.delivery_summary(&ns, ep.id, since).await?;
+    let figures = ctx
+        .store
+        .delivery_summary(&ns, ep.id, figures_since(Utc::now()))
+        .await?;
 
     let (ready, reason, message) = match ep.status.as_str() {
         "disabled" => (
@@ -208,18 +228,50 @@ async fn apply(
         secret_name: Some(signing.secret_name),
         state: Some(ep.status),
         circuit_state: Some(ep.circuit_state),
-        deliveries: Some(DeliveryFigures {
-            succeeded: figures.succeeded,
-            failed: figures.failed,
-            dead: figures.dead,
-            pending: figures.pending,
-            last_delivery_time: figures.last_success_at.map(rfc3339),
-            last_failure_time: figures.last_failure_at.map(rfc3339),
-        }),
+        deliveries: Some(delivery_figures(figures)),
     };
     write_status(we, api, ctx, &previous, status).await?;
     super::count_reconcile("webhookendpoint", "applied");
-    Ok(Action::requeue(ctx.resync))
+    let spread = rand::thread_rng().gen_range(0..=SAFETY_SPREAD.as_secs());
+    Ok(Action::requeue(SAFETY_RESYNC + Duration::from_secs(spread)))
+}
+
+/// Start of the figures' window for a look at `now`.
+pub(super) fn figures_since(now: DateTime<Utc>) -> DateTime<Utc> {
+    now - chrono::Duration::hours(FIGURES_WINDOW_HOURS)
+}
+
+/// The figures as `.status.deliveries` shows them.
+fn delivery_figures(s: DeliverySummary) -> DeliveryFigures {
+    DeliveryFigures {
+        succeeded: s.succeeded,
+        failed: s.failed,
+        dead: s.dead,
+        pending: s.pending,
+        last_delivery_time: s.last_success_at.map(rfc3339),
+        last_failure_time: s.last_failure_at.map(rfc3339),
+    }
+}
+
+/// Whether `status` is that of an applied spec, whose figures an apply keeps
+/// current. A refused spec's status keeps the figures it had (see [`reject`]),
+/// and it is retried on its own schedule; the feed leaves it alone.
+pub(super) fn follows_deliveries(status: &WebhookEndpointStatus) -> bool {
+    status
+        .ready()
+        .is_some_and(|c| matches!(c.reason.as_str(), "Delivering" | "Paused" | "Disabled"))
+}
+
+/// Whether `status` still shows what the database says of the endpoint: its
+/// state, its circuit and its figures. When it does, an apply would write nothing.
+pub(super) fn shows(
+    status: &WebhookEndpointStatus,
+    ep: &Endpoint,
+    figures: DeliverySummary,
+) -> bool {
+    status.state.as_deref() == Some(ep.status.as_str())
+        && status.circuit_state.as_deref() == Some(ep.circuit_state.as_str())
+        && status.deliveries.as_ref() == Some(&delivery_figures(figures))
 }
 
 async fn cleanup(we: &WebhookEndpoint, ctx: &Context) -> Result<Action, Error> {

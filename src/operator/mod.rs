@@ -3,8 +3,10 @@
 //!
 //! - [`crd`]: the resource types; the CRD YAML is generated from them.
 //! - `endpoint`: WebhookEndpoint → endpoint row (apply, and cleanup behind a finalizer).
+//! - `feed`: the delivery change feed, which reconciles the endpoints whose
+//!   delivery figures changed (and no others).
 //! - `api_key`: labelled Secret → API key of the namespace's tenant.
-//! - `leader`: only the Lease holder runs the two controllers.
+//! - `leader`: only the Lease holder runs the two controllers (and the feed).
 //!
 //! The controller writes through the same [`Store`] methods as the REST API, and
 //! the store marks the rows `managed_by = kubernetes`, so REST writes to them
@@ -15,6 +17,7 @@ pub mod crd;
 mod api_key;
 mod endpoint;
 mod error;
+mod feed;
 mod leader;
 
 use std::collections::HashMap;
@@ -27,8 +30,8 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store as Cache};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store as Cache};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, CustomResourceExt, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -124,6 +127,7 @@ pub async fn run_with(cfg: &Config, deps: Deps, shutdown: CancellationToken) -> 
         store: deps.store,
         ssrf: cfg.ssrf_policy(),
         resync: cfg.controller_resync,
+        request_timeout: cfg.request_timeout,
         namespace: cfg.watch_namespace.clone(),
         failures: Mutex::new(HashMap::new()),
         applied: Mutex::new(HashMap::new()),
@@ -151,8 +155,10 @@ pub(crate) struct Context {
     store: Store,
     ssrf: SsrfPolicy,
     recorder: Recorder,
-    /// How often a healthy WebhookEndpoint is reconciled to refresh its status.
+    /// How often the change feed looks for endpoints whose figures changed.
     resync: Duration,
+    /// The server-wide attempt timeout (how late an attempt may be logged).
+    request_timeout: Duration,
     /// Only this namespace, when set.
     namespace: Option<String>,
     /// Consecutive failures per object, for exponential backoff.
@@ -273,9 +279,13 @@ async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
         applied.clear();
     }
     let secrets = ctx.api::<api_key::SecretMeta>();
-    let endpoints = Controller::new(ctx.api::<WebhookEndpoint>(), watcher::Config::default());
+    let endpoints = controller_for(ctx.api::<WebhookEndpoint>());
     let cache = endpoints.store();
+    let changes = feed::changes(ctx.clone(), cache.clone());
     let endpoints = endpoints
+        // Endpoints whose delivery figures changed, instead of a periodic
+        // reconcile of every endpoint.
+        .reconcile_on(changes)
         // Generated signing Secrets: a change of their content rotates the secret.
         .owns(
             secrets.clone(),
@@ -289,12 +299,42 @@ async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(endpoint::reconcile, endpoint::error_policy, ctx.clone())
         .for_each(|r| async move { log_controller_error("webhookendpoint", r) });
-    let api_keys = Controller::new(secrets, watcher::Config::default())
+    let api_keys = controller_for(secrets)
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(api_key::reconcile, api_key::error_policy, ctx)
         .for_each(|r| async move { log_controller_error("apikey", r) });
     tokio::join!(endpoints, api_keys);
     info!("reconcilers stopped");
+}
+
+/// A controller of every `K` in `api`'s scope, like `Controller::new`, whose
+/// cache leaves out what no reconciler reads (see [`slim`]).
+fn controller_for<K>(api: Api<K>) -> Controller<K>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Send + Sync + 'static,
+{
+    let (cache, writer) = reflector::store();
+    let objects = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).modify(slim),
+    )
+    .applied_objects();
+    Controller::for_stream(objects, cache)
+}
+
+/// Drops from a cached object what is big and unread: `managedFields` (the
+/// field paths of every writer, as nested JSON; the largest part of a small
+/// object's metadata) and kubectl's `last-applied-configuration` annotation (a
+/// copy of the object as last applied). The controller writes with server-side
+/// apply and patches, which never send metadata they did not set, so nothing
+/// is lost on the server.
+fn slim<K: Resource>(o: &mut K) {
+    let meta = o.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 fn log_controller_error<K: Resource, E: std::error::Error>(

@@ -3,7 +3,7 @@
 //! token of the ServiceAccount, and drive every kind of write the controller
 //! makes. A permission missing from the chart fails this test.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -75,24 +75,105 @@ fn kubeconfig_with_token(admin: &std::path::Path, token: &str, out: &std::path::
     std::fs::write(out, serde_yaml::to_string(&kc).unwrap()).unwrap();
 }
 
-/// Prints the controller's log if the test fails, for the missing permission's name.
-struct ShowLogOnPanic(PathBuf);
-
-impl Drop for ShowLogOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.0).unwrap_or_default();
-            eprintln!("---- hookit controller log ----\n{log}\n-------------------------------");
-        }
-    }
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The real `hookit controller` binary reconciling one namespace into `app`'s
+/// database (1 s feed interval, loopback targets allowed), with `/metrics` on a
+/// free port. Its log goes to a file, printed when the test fails; it is killed
+/// when dropped.
+pub(super) struct ControllerProcess {
+    child: tokio::process::Child,
+    metrics_port: u16,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ControllerProcess {
+    /// Starts it with `kubeconfig`, as Lease holder candidate `identity`.
+    pub(super) fn spawn(kubeconfig: &Path, app: &TestApp, ns: &str, identity: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log_path = dir.path().join("controller.log");
+        let metrics_port = free_port();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookit"))
+            .arg("controller")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("KUBECONFIG", kubeconfig)
+            .env("DATABASE_URL", app.cfg.database_url.clone().unwrap())
+            .env("HOOKIT_MASTER_KEY", app.cfg_master_key_b64())
+            .env("HOOKIT_WATCH_NAMESPACE", ns)
+            .env("POD_NAMESPACE", ns)
+            .env("POD_NAME", identity)
+            .env("HOOKIT_ALLOW_PRIVATE_TARGETS", "127.0.0.0/8")
+            .env("HOOKIT_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
+            .env("HOOKIT_CONTROLLER_LEASE", "3s")
+            .env("HOOKIT_CONTROLLER_RESYNC", "1s")
+            .env("HOOKIT_LOG_FORMAT", "text")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            metrics_port,
+            log_path,
+            _dir: dir,
+        }
+    }
+
+    /// Its log so far.
+    pub(super) fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Its `/metrics` page (empty while it is not serving yet).
+    pub(super) async fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        match reqwest::get(url).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// SIGTERM, and its exit status (bounded wait).
+    pub(super) async fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id().unwrap() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("the controller did not exit within 30s of SIGTERM")
+            .unwrap()
+    }
+}
+
+impl Drop for ControllerProcess {
+    /// Prints the log if the test fails (for a missing permission's name, say).
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            eprintln!("---- hookit controller log ----\n{log}\n-------------------------------");
+        }
+    }
+}
+
+/// The sum of the samples of `series` (a metric name, optionally with the
+/// start of its labels, e.g. `name{a="b"`) on a Prometheus page.
+pub(super) fn sample(page: &str, series: &str) -> f64 {
+    page.lines()
+        .filter(|l| {
+            l.strip_prefix(series)
+                .is_some_and(|rest| rest.starts_with([' ', '{', ',', '}']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 #[tokio::test]
@@ -150,31 +231,7 @@ async fn the_controller_binary_works_with_the_charts_service_account_and_rbac() 
     );
 
     let app = TestApp::spawn().await;
-    let metrics_port = free_port();
-    let log_path = dir.path().join("controller.log");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookit"))
-        .arg("controller")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("KUBECONFIG", &sa_kubeconfig)
-        .env("DATABASE_URL", app.cfg.database_url.clone().unwrap())
-        .env("HOOKIT_MASTER_KEY", app.cfg_master_key_b64())
-        .env("HOOKIT_WATCH_NAMESPACE", ns)
-        .env("POD_NAMESPACE", ns)
-        .env("POD_NAME", "rbac-controller-0")
-        .env("HOOKIT_ALLOW_PRIVATE_TARGETS", "127.0.0.0/8")
-        .env("HOOKIT_METRICS_LISTEN", format!("127.0.0.1:{metrics_port}"))
-        .env("HOOKIT_CONTROLLER_LEASE", "3s")
-        .env("HOOKIT_CONTROLLER_RESYNC", "1s")
-        .env("HOOKIT_LOG_FORMAT", "text")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let _show_log = ShowLogOnPanic(log_path.clone());
-    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let mut ctl = ControllerProcess::spawn(&sa_kubeconfig, &app, ns, "rbac-controller-0");
 
     // Every write: finalizer, generated Secret with owner reference, status,
     // Events, the referenced Secret read, the API-key finalizer, cleanup.
@@ -232,12 +289,7 @@ async fn the_controller_binary_works_with_the_charts_service_account_and_rbac() 
     })
     .await;
 
-    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = ctl.metrics().await;
     for needle in [
         "hookit_controller_reconciles_total{controller=\"webhookendpoint\",result=\"applied\"}",
         "hookit_controller_reconciles_total{controller=\"webhookendpoint\",result=\"retired\"}",
@@ -249,22 +301,17 @@ async fn the_controller_binary_works_with_the_charts_service_account_and_rbac() 
             "/metrics lacks {needle}:\n{metrics}"
         );
     }
-    let text = log();
+    let text = ctl.log();
     assert!(
         !text.to_lowercase().contains("forbidden"),
         "a request was forbidden:\n{text}"
     );
 
     // SIGTERM: a clean exit that releases the Lease.
-    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .expect("the controller did not exit within 30s of SIGTERM")
-        .unwrap();
+    let status = ctl.terminate().await;
     assert!(status.success(), "exit {status}");
     if std::env::var_os("HOOKIT_SHOW_CONTROLLER_LOG").is_some() {
-        eprintln!("{}", log());
+        eprintln!("{}", ctl.log());
     }
 
     kube.kubectl(
