@@ -70,12 +70,12 @@ enum Command {
 
 #[derive(clap::Args)]
 struct BenchCli {
-    /// Scenarios to run, comma-separated: ingest, deliver, latency, backlog, noisy,
+    /// Scenarios to run, comma-separated: ingest, ingest-batch, deliver, latency, backlog, noisy,
     /// fleet (1,000 slow endpoints on distinct loopback hosts; not in the default set).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "ingest,deliver,latency,backlog,noisy"
+        default_value = "ingest,ingest-batch,deliver,latency,backlog,noisy"
     )]
     scenario: Vec<String>,
     /// Measurement window of each case, seconds.

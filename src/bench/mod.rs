@@ -4,6 +4,7 @@
 //! throughput, latency, CPU per delivery (HookIt and Postgres, from /proc), peak
 //! RSS, WAL bytes and database transactions per delivery.
 
+mod batch;
 mod fleet;
 pub mod procstat;
 pub mod receiver;
@@ -27,7 +28,7 @@ pub use report::Row;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct BenchArgs {
-    /// Scenarios: ingest, deliver, latency, backlog, noisy, fleet.
+    /// Scenarios: ingest, ingest-batch, deliver, latency, backlog, noisy, fleet.
     pub scenarios: Vec<String>,
     /// Measurement window per case.
     pub duration: Duration,
@@ -253,6 +254,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     for s in &args.scenarios {
         let mut got = match s.as_str() {
             "ingest" => scenarios::ingest(&ctx).await?,
+            "ingest-batch" => batch::ingest_batch(&ctx).await?,
             "deliver" => scenarios::deliver(&ctx).await?,
             "latency" => scenarios::latency(&ctx).await?,
             "backlog" => scenarios::backlog(&ctx).await?,
@@ -260,7 +262,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
             "fleet" => fleet::fleet(&ctx).await?,
             other => {
                 return Err(anyhow!(
-                "--scenario: unknown scenario `{other}` (ingest, deliver, latency, backlog, noisy, fleet)"
+                "--scenario: unknown scenario `{other}` (ingest, ingest-batch, deliver, latency, backlog, noisy, fleet)"
             ))
             }
         };

@@ -155,7 +155,7 @@ async fn publish(base: &str, key: &str, n: usize, keyed: bool, until: Instant, p
     ok.load(Ordering::Relaxed)
 }
 
-async fn endpoints(
+pub(super) async fn endpoints(
     d: &Deployment,
     receiver: &str,
     n: usize,
