@@ -90,7 +90,7 @@ impl AppState {
             ssrf: Arc::new(cfg.ssrf_policy()),
             max_payload: cfg.max_payload,
             body_limit: cfg.max_payload + 4096,
-            batch_body_limit: cfg.max_batch_body,
+            batch_body_limit: cfg.max_batch_body.max(cfg.max_payload + 4096),
             max_endpoints: cfg.max_endpoints_per_tenant,
             keys: KeyCache::default(),
             work,

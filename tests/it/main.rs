@@ -1,6 +1,7 @@
 //! Integration tests: real PostgreSQL, real HTTP, real processes.
 
 mod api;
+mod batch;
 mod cli;
 mod common;
 mod delivery;
