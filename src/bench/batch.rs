@@ -100,9 +100,17 @@ pub(crate) async fn ingest_batch(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
         endpoints(&d, ctx.receiver, 1, json!({})).await?;
         let (api, _) = d.pids();
         // Check the route answers as expected before measuring it.
-        let warm = produce(&d.base, &d.key, keyed, Instant::now() + Duration::from_secs(1)).await?;
+        let warm = produce(
+            &d.base,
+            &d.key,
+            keyed,
+            Instant::now() + Duration::from_secs(1),
+        )
+        .await?;
         if warm == 0 {
-            return Err(anyhow!("ingest-batch: no event was accepted while warming up"));
+            return Err(anyhow!(
+                "ingest-batch: no event was accepted while warming up"
+            ));
         }
         let a = probe(&d.store, &api).await?;
         let n = produce(&d.base, &d.key, keyed, Instant::now() + ctx.args.duration).await?;

@@ -201,7 +201,10 @@ impl Store {
             .ok_or(Error::Db(sqlx::Error::RowNotFound))?;
         if created {
             return Ok(Ingest {
-                event: IngestedEvent { deliveries, ..event },
+                event: IngestedEvent {
+                    deliveries,
+                    ..event
+                },
                 replayed: false,
             });
         }

@@ -134,25 +134,27 @@ impl Store {
     }
 
     /// The stored records of `keys` (tenant-scoped), by key.
-    async fn replay_rows(
-        &self,
-        tenant: &str,
-        keys: &[&str],
-    ) -> Result<HashMap<String, ReplayRow>> {
+    async fn replay_rows(&self, tenant: &str, keys: &[&str]) -> Result<HashMap<String, ReplayRow>> {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows: Vec<(String, Vec<u8>, uuid::Uuid, String, chrono::DateTime<chrono::Utc>, i64)> =
-            sqlx::query_as(
-                "SELECT k.key, k.request_hash, e.id, e.event_type, e.created_at,
+        let rows: Vec<(
+            String,
+            Vec<u8>,
+            uuid::Uuid,
+            String,
+            chrono::DateTime<chrono::Utc>,
+            i64,
+        )> = sqlx::query_as(
+            "SELECT k.key, k.request_hash, e.id, e.event_type, e.created_at,
                         (SELECT count(*) FROM deliveries d WHERE d.event_id = e.id)
                  FROM idempotency_keys k JOIN events e ON e.id = k.event_id
                  WHERE k.tenant = $1 AND k.key = ANY($2)",
-            )
-            .bind(tenant)
-            .bind(keys)
-            .fetch_all(&self.pool)
-            .await?;
+        )
+        .bind(tenant)
+        .bind(keys)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .into_iter()
             .map(|(k, h, id, t, at, n)| (k, (h, id, t, at, n)))

@@ -148,7 +148,10 @@ async fn a_key_repeated_inside_a_batch_stores_one_event() {
         "https://hookit.dev/problems/idempotency-key-reused"
     );
     assert_eq!(count(&app, "SELECT count(*) FROM events").await, 2);
-    assert_eq!(count(&app, "SELECT count(*) FROM idempotency_keys").await, 1);
+    assert_eq!(
+        count(&app, "SELECT count(*) FROM idempotency_keys").await,
+        1
+    );
     assert_eq!(count(&app, "SELECT count(*) FROM deliveries").await, 4);
     app.stop().await;
 }
@@ -158,7 +161,8 @@ async fn keys_replay_across_batches_and_single_publishes() {
     let app = TestApp::spawn_with(no_worker()).await;
     app.endpoint(json!({"url": "https://93.184.216.34/a"}))
         .await;
-    let a = json!({"event_type": "order.created", "payload": {"id": 1}, "idempotency_key": "order-1"});
+    let a =
+        json!({"event_type": "order.created", "payload": {"id": 1}, "idempotency_key": "order-1"});
     let (_, first) = batch(&app, json!([a])).await;
     assert_eq!(statuses(&first), ["accepted"]);
     let id = first["results"][0]["id"].clone();
@@ -172,7 +176,10 @@ async fn keys_replay_across_batches_and_single_publishes() {
     assert_eq!(status, 200);
     assert_eq!(statuses(&again), ["accepted", "replayed"]);
     assert_eq!(again["results"][1]["id"], id);
-    assert_eq!(again["results"][1]["created_at"], first["results"][0]["created_at"]);
+    assert_eq!(
+        again["results"][1]["created_at"],
+        first["results"][0]["created_at"]
+    );
     assert_eq!(again["results"][1]["deliveries"], 1);
 
     // Keys are shared with single publish, both ways.
@@ -227,7 +234,10 @@ async fn a_key_reused_with_another_body_is_refused() {
         assert_eq!(status, 200);
         assert_eq!(statuses(&body), ["refused", "accepted"]);
         let p = &body["results"][0]["problem"];
-        assert_eq!(p["type"], "https://hookit.dev/problems/idempotency-key-reused");
+        assert_eq!(
+            p["type"],
+            "https://hookit.dev/problems/idempotency-key-reused"
+        );
         assert_eq!(p["status"], 422);
     }
     // Two refused, the originals and the two unkeyed ones stored.
@@ -306,7 +316,8 @@ async fn batches_are_scoped_to_the_key_tenant() {
     app.endpoint(json!({"url": "https://93.184.216.34/a"}))
         .await;
     let other = app.key_for("globex").await;
-    let item = json!({"event_type": "order.created", "payload": {"id": 1}, "idempotency_key": "order-1"});
+    let item =
+        json!({"event_type": "order.created", "payload": {"id": 1}, "idempotency_key": "order-1"});
     let (_, ours) = batch(&app, json!([item])).await;
     let (status, theirs) = batch_as(&app, &other, json!([item])).await;
     assert_eq!(status, 200);
@@ -433,7 +444,9 @@ async fn batch_items_fan_out_and_deliver_like_single_events() {
     .map(|(p, i)| format!("{p} {}", batched[*i]))
     .collect();
     assert_eq!(delivered, expect);
-    assert!(got.iter().all(|r| r.header("webhook-signature").starts_with("v1,")));
+    assert!(got
+        .iter()
+        .all(|r| r.header("webhook-signature").starts_with("v1,")));
     assert!(got.iter().all(|r| r.path != "/paused"));
     let _ = all;
     app.stop().await;
