@@ -17,6 +17,16 @@ use super::events::{
 use super::Store;
 use crate::error::{Error, Result};
 
+/// The key, then a [`ReplayRow`].
+type KeyedReplayRow = (
+    String,
+    Vec<u8>,
+    uuid::Uuid,
+    String,
+    chrono::DateTime<chrono::Utc>,
+    i64,
+);
+
 /// What became of one item of a batch.
 #[derive(Debug)]
 pub enum ItemOutcome {
@@ -138,14 +148,7 @@ impl Store {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows: Vec<(
-            String,
-            Vec<u8>,
-            uuid::Uuid,
-            String,
-            chrono::DateTime<chrono::Utc>,
-            i64,
-        )> = sqlx::query_as(
+        let rows: Vec<KeyedReplayRow> = sqlx::query_as(
             "SELECT k.key, k.request_hash, e.id, e.event_type, e.created_at,
                         (SELECT count(*) FROM deliveries d WHERE d.event_id = e.id)
                  FROM idempotency_keys k JOIN events e ON e.id = k.event_id
