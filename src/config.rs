@@ -64,6 +64,8 @@ pub struct Config {
     pub lease: Duration,
     /// `HOOKIT_MAX_PAYLOAD` in bytes.
     pub max_payload: usize,
+    /// `HOOKIT_MAX_BATCH_BODY` in bytes: largest `POST /v1/events/batch` body.
+    pub max_batch_body: usize,
     /// `HOOKIT_WORKER_CONCURRENCY`: deliveries in flight per worker process.
     pub worker_concurrency: usize,
     /// `HOOKIT_ENDPOINT_CONCURRENCY`: default in-flight cap per endpoint per worker.
@@ -198,6 +200,19 @@ impl Config {
                     reason: "must be a size from 1KiB to 64MiB, like 256KiB or 1MiB".into(),
                 })?,
         };
+        // 1,000 items of about 8 KiB each by default; never less than one
+        // single-publish body, so any event that can be published alone fits.
+        let max_batch_body = match get("HOOKIT_MAX_BATCH_BODY") {
+            None => 8 << 20,
+            Some(v) => parse_size(&v)
+                .filter(|n| (64 * 1024..=256 << 20).contains(n))
+                .ok_or_else(|| ConfigError {
+                    var: "HOOKIT_MAX_BATCH_BODY",
+                    value: v.clone(),
+                    reason: "must be a size from 64KiB to 256MiB, like 8MiB".into(),
+                })?,
+        }
+        .max(max_payload + 4096);
         let retry = RetryPolicy {
             base: duration("HOOKIT_RETRY_BASE", "10s")?,
             cap: duration("HOOKIT_RETRY_CAP", "1h")?,
@@ -239,6 +254,7 @@ impl Config {
             retry,
             lease: duration("HOOKIT_LEASE", "60s")?,
             max_payload,
+            max_batch_body,
             worker_concurrency: number("HOOKIT_WORKER_CONCURRENCY", 1024, 1, 10_000)? as usize,
             endpoint_concurrency: number("HOOKIT_ENDPOINT_CONCURRENCY", 64, 1, 10_000)? as usize,
             request_timeout: duration("HOOKIT_REQUEST_TIMEOUT", "15s")?,
@@ -351,6 +367,7 @@ mod tests {
         assert_eq!(c.retry, RetryPolicy::default());
         assert_eq!(c.lease, Duration::from_secs(60));
         assert_eq!(c.max_payload, 256 * 1024);
+        assert_eq!(c.max_batch_body, 8 << 20);
         assert!(c.master_key.is_none() && c.database_url.is_none());
     }
 
@@ -362,6 +379,7 @@ mod tests {
             ("HOOKIT_MASTER_KEY", "c2hvcnQ="),
             ("HOOKIT_ALLOW_PRIVATE_TARGETS", "127.0.0.0/8,nope"),
             ("HOOKIT_MAX_PAYLOAD", "lots"),
+            ("HOOKIT_MAX_BATCH_BODY", "1KiB"),
             ("HOOKIT_MAX_ATTEMPTS", "0"),
             ("HOOKIT_LISTEN", "8080"),
         ] {

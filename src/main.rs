@@ -70,14 +70,14 @@ enum Command {
 
 #[derive(clap::Args)]
 struct BenchCli {
-    /// Scenarios to run, comma-separated: ingest, deliver, latency, backlog, noisy,
-    /// fleet (1,000 slow endpoints on distinct loopback hosts) and scale (1-8 worker
+    /// Scenarios to run, comma-separated: ingest, ingest-batch, deliver, latency, backlog,
+    /// noisy, fleet (1,000 slow endpoints on distinct loopback hosts) and scale (1-8 worker
     /// and 1-4 API processes, with Postgres's wait events); the last two are not in
     /// the default set.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "ingest,deliver,latency,backlog,noisy"
+        default_value = "ingest,ingest-batch,deliver,latency,backlog,noisy"
     )]
     scenario: Vec<String>,
     /// Measurement window of each case, seconds.

@@ -921,13 +921,17 @@ function activityCard(ctx) {
 // Endpoints page
 // ---------------------------------------------------------------------------
 
+// Formats other than the Standard Webhooks envelope, as the endpoint list names them.
+const FORMAT_LABELS = { discord: 'Discord format', slack: 'Slack format' };
+
 function endpointBadges(ep) {
   const cls = { active: 'badge--ok', paused: 'badge--warn', disabled: 'badge--bad' }[ep.status] || '';
   const label = { active: 'Active', paused: 'Paused', disabled: 'Disabled' }[ep.status] || ep.status;
   return h('div', { class: 'badge-stack' },
     h('span', { class: `badge ${cls}`, 'data-testid': 'endpoint-status', title: ep.disabled_reason || undefined }, label),
     ep.circuit_state === 'open' ? h('span', { class: 'badge badge--bad badge--plain', 'data-testid': 'endpoint-circuit', title: 'Deliveries are held back until the endpoint recovers' }, 'Circuit open') : null,
-    ep.managed_by === 'kubernetes' ? h('span', { class: 'badge badge--k8s badge--plain', 'data-testid': 'endpoint-managed' }, 'Managed by Kubernetes') : null);
+    ep.managed_by === 'kubernetes' ? h('span', { class: 'badge badge--k8s badge--plain', 'data-testid': 'endpoint-managed' }, 'Managed by Kubernetes') : null,
+    FORMAT_LABELS[ep.format] ? h('span', { class: 'badge badge--info badge--plain', 'data-testid': 'endpoint-format', title: 'Deliveries are sent as readable chat messages' }, FORMAT_LABELS[ep.format]) : null);
 }
 
 function rateClass(r) {

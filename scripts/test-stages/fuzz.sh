@@ -8,7 +8,10 @@ cd "$(dirname "$0")/../.."
 
 bin=target/debug/hookit
 [ -x "$bin" ] || cargo build --locked --bin hookit
-[ -x .cache/venv/bin/schemathesis ] || scripts/setup.sh
+# HOOKIT_CACHE: a cache root shared by several checkouts, as in scripts/k8s-bins.sh.
+cache="${HOOKIT_CACHE:-.cache}"
+[ -x "$cache/venv/bin/schemathesis" ] || scripts/setup.sh
+export SCHEMATHESIS="$cache/venv/bin/schemathesis"
 
 # Root (CI): a plain network namespace. Otherwise a user namespace that keeps our
 # uid (the embedded PostgreSQL refuses to run as root).
@@ -19,7 +22,7 @@ else
 fi
 
 # Inside: bring loopback up (no dependency on iproute2), then run the fuzzer.
-exec "${isolate[@]}" .cache/venv/bin/python - <<'PY'
+exec "${isolate[@]}" "$cache/venv/bin/python" - <<'PY'
 import fcntl, os, socket, struct, sys
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

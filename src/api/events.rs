@@ -65,7 +65,7 @@ pub(super) fn check_payload(payload: &RawValue, max: usize) -> Result<(), Proble
 }
 
 /// A W3C traceparent (`00-<32 hex>-<16 hex>-<2 hex>`), or None if malformed.
-fn traceparent(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn traceparent(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get("traceparent")?.to_str().ok()?.trim();
     let parts: Vec<&str> = v.split('-').collect();
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());

@@ -6,6 +6,7 @@ pub mod deliveries;
 pub mod demo;
 pub mod endpoints;
 pub mod events;
+pub mod events_batch;
 pub mod extract;
 pub mod health;
 pub mod openapi;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub max_payload: usize,
     /// Largest request body (payload plus envelope fields).
     pub body_limit: usize,
+    /// Largest `POST /v1/events/batch` body.
+    pub batch_body_limit: usize,
     /// Endpoints per tenant.
     pub max_endpoints: i64,
     /// API-key lookups.
@@ -87,6 +90,7 @@ impl AppState {
             ssrf: Arc::new(cfg.ssrf_policy()),
             max_payload: cfg.max_payload,
             body_limit: cfg.max_payload + 4096,
+            batch_body_limit: cfg.max_batch_body.max(cfg.max_payload + 4096),
             max_endpoints: cfg.max_endpoints_per_tenant,
             keys: KeyCache::default(),
             work,
@@ -103,6 +107,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(endpoints::router())
         .merge(events::router())
+        .merge(events_batch::router(state.batch_body_limit))
         .merge(deliveries::router())
         .merge(stats::router())
         .merge(demo::router())

@@ -68,7 +68,7 @@ impl Modify for ProblemContentType {
         super::endpoints::create, super::endpoints::list, super::endpoints::show, super::endpoints::update,
         super::endpoints::remove, super::endpoints::secret, super::endpoints::rotate, super::endpoints::pause,
         super::endpoints::resume, super::endpoints::test_event,
-        super::events::publish, super::events::show,
+        super::events::publish, super::events::show, super::events_batch::publish_batch,
         super::deliveries::list, super::deliveries::show, super::deliveries::redrive, super::deliveries::redrive_dead,
         super::deliveries::purge_dead,
         super::stats::endpoints, super::stats::timeseries,

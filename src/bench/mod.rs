@@ -4,6 +4,7 @@
 //! throughput, latency, CPU per delivery (HookIt and Postgres, from /proc), peak
 //! RSS, WAL bytes and database transactions per delivery.
 
+mod batch;
 mod fleet;
 pub mod procstat;
 pub mod receiver;
@@ -28,7 +29,7 @@ pub use report::Row;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct BenchArgs {
-    /// Scenarios: ingest, deliver, latency, backlog, noisy, fleet, scale.
+    /// Scenarios: ingest, ingest-batch, deliver, latency, backlog, noisy, fleet, scale.
     pub scenarios: Vec<String>,
     /// Measurement window per case.
     pub duration: Duration,
@@ -283,6 +284,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     for s in &args.scenarios {
         let mut got = match s.as_str() {
             "ingest" => scenarios::ingest(&ctx).await?,
+            "ingest-batch" => batch::ingest_batch(&ctx).await?,
             "deliver" => scenarios::deliver(&ctx).await?,
             "latency" => scenarios::latency(&ctx).await?,
             "backlog" => scenarios::backlog(&ctx).await?,
@@ -291,7 +293,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
             "scale" => scale::scale(&ctx).await?,
             other => {
                 return Err(anyhow!(
-                "--scenario: unknown scenario `{other}` (ingest, deliver, latency, backlog, noisy, fleet, scale)"
+                "--scenario: unknown scenario `{other}` (ingest, ingest-batch, deliver, latency, backlog, noisy, fleet, scale)"
             ))
             }
         };

@@ -1,8 +1,12 @@
-//! Group commit for ingestion. Concurrent `POST /v1/events` requests are gathered
-//! into one multi-row statement (and so one transaction and one WAL flush): a few
-//! writer tasks each take whatever requests have queued up while the previous
-//! statement ran. An idle API still answers a lone request with a single statement,
-//! and under load the batch grows by itself, with no timer adding latency.
+//! Group commit for ingestion. Concurrent `POST /v1/events` and
+//! `POST /v1/events/batch` requests are gathered into one multi-row statement (and
+//! so one transaction and one WAL flush): a few writer tasks each take whatever
+//! requests have queued up while the previous statement ran. An idle API still
+//! answers a lone request with a single statement, and under load the batch grows
+//! by itself, with no timer adding latency.
+//!
+//! A request is never split across statements: a batch request's rows commit
+//! together or not at all, so a failed statement never leaves half a batch stored.
 //!
 //! During an outage no request waits longer than [`INGEST_BOUND`]: a writer whose
 //! connection is slow to come asks for a probe (see `db::availability`) and gives
@@ -25,8 +29,12 @@ pub(crate) const INGEST_BOUND: Duration = Duration::from_secs(5);
 /// A connection that has not come within this is suspicious: ask for a probe.
 const SLOW_ACQUIRE: Duration = Duration::from_millis(200);
 
-/// Most events in one statement.
+/// A writer stops gathering requests once its statement has this many rows.
 const MAX_BATCH: usize = 256;
+/// Hard cap on the rows of one statement: a request that would push it past this
+/// waits for the next statement (one request alone may still have up to the
+/// batch route's 1,000 rows).
+const MAX_ROWS: usize = 2000;
 /// Statements in flight at once (so one slow commit does not stall the queue).
 const WRITERS: usize = 3;
 
@@ -42,35 +50,63 @@ pub(crate) struct Job {
     pub traceparent: Option<String>,
     pub created_at: DateTime<Utc>,
     pub only_endpoint: Option<Uuid>,
-    /// Created (false: its idempotency key existed) and deliveries fanned out.
-    pub reply: oneshot::Sender<Result<(bool, i64)>>,
+}
+
+/// Per row: created (false: its idempotency key existed) and deliveries fanned out.
+pub(crate) type Written = (bool, i64);
+
+/// The rows of one API request and where to answer, in the rows' order.
+#[derive(Debug)]
+struct Request {
+    jobs: Vec<Job>,
+    reply: oneshot::Sender<Result<Vec<Written>>>,
 }
 
 /// The queue in front of the writers.
 #[derive(Debug, Clone)]
 pub(crate) struct Batcher {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<Request>,
 }
 
 impl Batcher {
     /// Starts the writers on the current runtime.
     pub(crate) fn start(pool: sqlx::PgPool, availability: Availability) -> Self {
-        let (tx, rx) = mpsc::channel::<Job>(MAX_BATCH * WRITERS * 4);
+        let (tx, rx) = mpsc::channel::<Request>(MAX_BATCH * WRITERS * 4);
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..WRITERS {
             let (rx, pool, availability) = (rx.clone(), pool.clone(), availability.clone());
             tokio::spawn(async move {
-                let mut batch = Vec::with_capacity(MAX_BATCH);
+                let mut batch: Vec<Request> = Vec::with_capacity(MAX_BATCH);
+                // A request that did not fit the previous statement goes first in
+                // this writer's next one (it keeps its place ahead of later ones).
+                let mut held: Option<Request> = None;
                 loop {
+                    let mut rows = 0;
+                    if let Some(r) = held.take() {
+                        rows += r.jobs.len();
+                        batch.push(r);
+                    }
                     {
                         let mut rx = rx.lock().await;
-                        match rx.recv().await {
-                            Some(j) => batch.push(j),
-                            None => return,
+                        if batch.is_empty() {
+                            match rx.recv().await {
+                                Some(r) => {
+                                    rows += r.jobs.len();
+                                    batch.push(r);
+                                }
+                                None => return,
+                            }
                         }
-                        while batch.len() < MAX_BATCH {
+                        while rows < MAX_BATCH {
                             match rx.try_recv() {
-                                Ok(j) => batch.push(j),
+                                Ok(r) if rows + r.jobs.len() > MAX_ROWS => {
+                                    held = Some(r);
+                                    break;
+                                }
+                                Ok(r) => {
+                                    rows += r.jobs.len();
+                                    batch.push(r);
+                                }
                                 Err(_) => break,
                             }
                         }
@@ -82,17 +118,17 @@ impl Batcher {
         Self { tx }
     }
 
-    /// Queues one event and waits for its statement to commit, at most
-    /// [`INGEST_BOUND`]. Past the bound the answer is a 503: if no writer has taken
-    /// the job yet it is never written; if one has, its statement may still commit
-    /// (as when a connection drops after a commit), which an Idempotency-Key makes
-    /// harmless.
-    pub(crate) async fn submit(&self, mut job: Job) -> Result<(bool, i64)> {
+    /// Queues the rows of one request and waits for their statement to commit, at
+    /// most [`INGEST_BOUND`]; answers one [`Written`] per job, in order. The jobs
+    /// commit together or not at all. Past the bound the answer is a 503: if no
+    /// writer has taken the request yet it is never written; if one has, its
+    /// statement may still commit (as when a connection drops after a commit),
+    /// which an Idempotency-Key makes harmless.
+    pub(crate) async fn submit(&self, jobs: Vec<Job>) -> Result<Vec<Written>> {
         let (reply, rx) = oneshot::channel();
-        job.reply = reply;
         let wait = async {
             self.tx
-                .send(job)
+                .send(Request { jobs, reply })
                 .await
                 .map_err(|_| Error::Unavailable(sqlx::Error::PoolClosed))?;
             rx.await
@@ -102,11 +138,6 @@ impl Batcher {
             .await
             .unwrap_or(Err(Error::Unavailable(sqlx::Error::PoolTimedOut)))
     }
-}
-
-/// A placeholder reply channel, replaced by `submit`.
-pub(crate) fn unset_reply() -> oneshot::Sender<Result<(bool, i64)>> {
-    oneshot::channel().0
 }
 
 /// A connection for one statement, or why there is none: waits for the pool, but
@@ -139,8 +170,8 @@ async fn connection(
     }
 }
 
-/// Answers every job of `batch` with `e`.
-fn fail_all(batch: &mut Vec<Job>, e: &Error) {
+/// Answers every request of `batch` with `e`.
+fn fail_all(batch: &mut Vec<Request>, e: &Error) {
     for j in batch.drain(..) {
         let copy = match e {
             Error::DatabaseDown(d) => Error::DatabaseDown(*d),
@@ -152,7 +183,7 @@ fn fail_all(batch: &mut Vec<Job>, e: &Error) {
     }
 }
 
-async fn write(pool: &sqlx::PgPool, availability: &Availability, batch: &mut Vec<Job>) {
+async fn write(pool: &sqlx::PgPool, availability: &Availability, batch: &mut Vec<Request>) {
     // Requests whose bound ran out have gone: do not write what nobody will confirm.
     batch.retain(|j| !j.reply.is_closed());
     if batch.is_empty() {
@@ -161,7 +192,7 @@ async fn write(pool: &sqlx::PgPool, availability: &Availability, batch: &mut Vec
     let mut conn = match connection(pool, availability).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(error = %e, events = batch.len(), "ingestion batch refused: no database connection");
+            tracing::warn!(error = %e, requests = batch.len(), "ingestion batch refused: no database connection");
             return fail_all(batch, &e);
         }
     };
@@ -169,8 +200,8 @@ async fn write(pool: &sqlx::PgPool, availability: &Availability, batch: &mut Vec
     if batch.is_empty() {
         return;
     }
-    metrics::histogram!("hookit_ingest_batch_size").record(batch.len() as f64);
-    let n = batch.len();
+    let n: usize = batch.iter().map(|r| r.jobs.len()).sum();
+    metrics::histogram!("hookit_ingest_batch_size").record(n as f64);
     let (
         mut tenants,
         mut keys,
@@ -192,7 +223,7 @@ async fn write(pool: &sqlx::PgPool, availability: &Availability, batch: &mut Vec
         Vec::with_capacity(n),
         Vec::with_capacity(n),
     );
-    for j in batch.iter() {
+    for j in batch.iter().flat_map(|r| r.jobs.iter()) {
         tenants.push(j.tenant.as_str());
         keys.push(j.key.as_deref());
         hashes.push(j.hash.as_slice());
@@ -258,12 +289,18 @@ async fn write(pool: &sqlx::PgPool, availability: &Availability, batch: &mut Vec
         Ok(rows) => {
             let by_id: std::collections::HashMap<Uuid, (bool, i64)> =
                 rows.into_iter().map(|(id, c, n)| (id, (c, n))).collect();
-            for j in batch.drain(..) {
-                let r = by_id
-                    .get(&j.id)
-                    .copied()
-                    .ok_or(Error::Db(sqlx::Error::RowNotFound));
-                let _ = j.reply.send(r);
+            for r in batch.drain(..) {
+                let written: Result<Vec<Written>> = r
+                    .jobs
+                    .iter()
+                    .map(|j| {
+                        by_id
+                            .get(&j.id)
+                            .copied()
+                            .ok_or(Error::Db(sqlx::Error::RowNotFound))
+                    })
+                    .collect();
+                let _ = r.reply.send(written);
             }
         }
         Err(e) => {
@@ -271,12 +308,14 @@ async fn write(pool: &sqlx::PgPool, availability: &Availability, batch: &mut Vec
             // unreachable), so there is no 2xx without a commit. (If the connection
             // dropped just after the commit, the events may exist: a retry with the
             // same Idempotency-Key then replays instead of duplicating.) Every row is
-            // validated before it is queued, so one request cannot fail a batch.
+            // validated before it is queued, and a repeated key is not an error
+            // (ON CONFLICT DO NOTHING), so one request, or one item of a batch
+            // request, cannot fail the statement for the others.
             let unavailable = crate::error::is_unavailable(&e);
             if unavailable {
                 availability.suspect();
             }
-            tracing::warn!(error = %e, events = batch.len(), "ingestion batch failed");
+            tracing::warn!(error = %e, events = n, "ingestion batch failed");
             for j in batch.drain(..) {
                 let copy = sqlx::Error::Protocol(format!("ingestion batch failed: {e}"));
                 let _ = j.reply.send(Err(if unavailable {

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::batcher::{Batcher, Job};
 use super::deliveries::Delivery;
 use super::Store;
 use crate::domain::ids::{EndpointId, EventId};
@@ -91,7 +92,7 @@ pub fn envelope(id: &EventId, event_type: &str, at: DateTime<Utc>, payload: &Raw
     .expect("serialising strings and raw JSON cannot fail")
 }
 
-fn request_hash(ev: &NewEvent<'_>) -> [u8; 32] {
+pub(super) fn request_hash(ev: &NewEvent<'_>) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(ev.event_type.as_bytes());
     h.update([0]);
@@ -101,6 +102,65 @@ fn request_hash(ev: &NewEvent<'_>) -> [u8; 32] {
         h.update(only.uuid().as_bytes());
     }
     h.finalize().into()
+}
+
+/// The row the group commit writes for `ev`, accepted `now` under a new id.
+pub(super) fn job(tenant: &str, ev: &NewEvent<'_>, hash: &[u8; 32]) -> Job {
+    let id = EventId::new();
+    // Postgres keeps microseconds: truncate so a replay answers the same instant.
+    let now = Utc::now().trunc_subsecs(6);
+    Job {
+        tenant: tenant.to_string(),
+        key: ev.idempotency_key.map(str::to_string),
+        hash: hash.to_vec(),
+        id: id.uuid(),
+        event_type: ev.event_type.to_string(),
+        body: envelope(&id, ev.event_type, now, ev.payload),
+        traceparent: ev.traceparent.map(str::to_string),
+        created_at: now,
+        only_endpoint: ev.only_endpoint.map(|e| e.uuid()),
+    }
+}
+
+/// What a new event's job answers once committed.
+pub(super) fn accepted(job: &Job, deliveries: i64) -> IngestedEvent {
+    IngestedEvent {
+        id: EventId::from_uuid(job.id),
+        event_type: job.event_type.clone(),
+        created_at: job.created_at,
+        deliveries,
+    }
+}
+
+/// The stored answer for a repeated key, if the request hash matches the one the
+/// key was first used with; a different body under the same key is refused.
+pub(super) fn replay(stored: &ReplayRow, hash: &[u8]) -> Result<IngestedEvent> {
+    let (stored_hash, eid, event_type, created_at, deliveries) = stored;
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(&stored_hash[..], hash)) {
+        return Err(key_reused());
+    }
+    Ok(IngestedEvent {
+        id: EventId::from_uuid(*eid),
+        event_type: event_type.clone(),
+        created_at: *created_at,
+        deliveries: *deliveries,
+    })
+}
+
+/// Same key, other body: the 422 of single publish, a refused item in a batch.
+pub(super) fn key_reused() -> Error {
+    Error::invalid(
+        "idempotency-key-reused",
+        "this Idempotency-Key was already used with a different request body",
+    )
+}
+
+/// A key whose record vanished between the insert and the look-up (pruned).
+pub(super) fn record_changed() -> Error {
+    Error::conflict(
+        "idempotency-retry",
+        "the idempotency record changed concurrently; retry",
+    )
 }
 
 /// Checks an `Idempotency-Key`: 1-255 visible ASCII characters.
@@ -120,7 +180,7 @@ pub fn validate_idempotency_key(k: &str) -> Result<()> {
 }
 
 /// Stored request hash, event id, type, creation time and delivery count.
-type ReplayRow = (Vec<u8>, Uuid, String, DateTime<Utc>, i64);
+pub(super) type ReplayRow = (Vec<u8>, Uuid, String, DateTime<Utc>, i64);
 
 impl Store {
     /// Stores an event and fans it out. With an idempotency key, concurrent and
@@ -129,37 +189,21 @@ impl Store {
         if let Some(k) = ev.idempotency_key {
             validate_idempotency_key(k)?;
         }
-        let id = EventId::new();
-        // Postgres keeps microseconds: truncate so a replay answers the same instant.
-        let now = Utc::now().trunc_subsecs(6);
-        let body = envelope(&id, ev.event_type, now, ev.payload);
         let hash = request_hash(ev);
-        let batcher = self.batcher.get_or_init(|| {
-            super::batcher::Batcher::start(self.pool.clone(), self.availability().clone())
-        });
+        let job = job(tenant, ev, &hash);
+        let event = accepted(&job, 0);
         // Written by the group-commit batcher: the idempotency record, the event and
         // every delivery commit together or not at all (see db::batcher).
-        let (created, deliveries) = batcher
-            .submit(super::batcher::Job {
-                tenant: tenant.to_string(),
-                key: ev.idempotency_key.map(str::to_string),
-                hash: hash.to_vec(),
-                id: id.uuid(),
-                event_type: ev.event_type.to_string(),
-                body,
-                traceparent: ev.traceparent.map(str::to_string),
-                created_at: now,
-                only_endpoint: ev.only_endpoint.map(|e| e.uuid()),
-                reply: super::batcher::unset_reply(),
-            })
-            .await?;
+        let written = self.batcher().submit(vec![job]).await?;
+        let (created, deliveries) = written
+            .first()
+            .copied()
+            .ok_or(Error::Db(sqlx::Error::RowNotFound))?;
         if created {
             return Ok(Ingest {
                 event: IngestedEvent {
-                    id,
-                    event_type: ev.event_type.to_string(),
-                    created_at: now,
                     deliveries,
+                    ..event
                 },
                 replayed: false,
             });
@@ -178,27 +222,17 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         // The row can only vanish if it was pruned between the two statements.
-        let (stored_hash, eid, event_type, created_at, deliveries) = row.ok_or_else(|| {
-            Error::conflict(
-                "idempotency-retry",
-                "the idempotency record changed concurrently; retry",
-            )
-        })?;
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(&stored_hash[..], &hash[..])) {
-            return Err(Error::invalid(
-                "idempotency-key-reused",
-                "this Idempotency-Key was already used with a different request body",
-            ));
-        }
+        let row = row.ok_or_else(record_changed)?;
         Ok(Ingest {
-            event: IngestedEvent {
-                id: EventId::from_uuid(eid),
-                event_type,
-                created_at,
-                deliveries,
-            },
+            event: replay(&row, &hash)?,
             replayed: true,
         })
+    }
+
+    /// The group-commit writers, started on first use.
+    pub(super) fn batcher(&self) -> &Batcher {
+        self.batcher
+            .get_or_init(|| Batcher::start(self.pool.clone(), self.availability().clone()))
     }
 
     /// An event of the tenant with its deliveries.

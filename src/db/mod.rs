@@ -16,6 +16,7 @@ mod batcher;
 pub mod deliveries;
 pub mod endpoints;
 pub mod events;
+pub mod events_batch;
 pub mod figures;
 pub mod keys;
 pub mod maintenance;

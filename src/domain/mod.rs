@@ -1,11 +1,14 @@
 //! Pure logic with no I/O: ids, retry policy, the delivery state machine, signing,
+//! body formats for chat destinations, rate-limit hints,
 //! secret encryption and the SSRF policy. Everything here is unit-tested without a
 //! database or a network.
 
 pub mod crypto;
+pub mod formats;
 pub mod ids;
 pub mod page;
 pub mod patterns;
+pub mod ratelimit;
 pub mod retry;
 pub mod signing;
 pub mod ssrf;

@@ -14,6 +14,7 @@ use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use crate::db::endpoints::EndpointSpec;
+use crate::domain::formats::Format;
 
 /// API group of the resource.
 pub const GROUP: &str = "hookit.dev";
@@ -119,6 +120,39 @@ pub struct WebhookEndpointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
     pub max_in_flight: Option<i32>,
+
+    /// How deliveries are rendered: `standard` (the Standard Webhooks envelope,
+    /// the default), `discord` or `slack` (a readable message for a Discord or
+    /// Slack webhook URL, still signed). Chat formats send one request at a
+    /// time unless `maxInFlight` says otherwise, paced by the receiver's
+    /// rate-limit headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<EndpointFormat>,
+}
+
+/// How an endpoint's deliveries are rendered (see `domain::formats`).
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointFormat {
+    /// The Standard Webhooks envelope.
+    #[default]
+    Standard,
+    /// A Discord execute-webhook message.
+    Discord,
+    /// A Slack incoming-webhook message.
+    Slack,
+}
+
+impl From<EndpointFormat> for Format {
+    fn from(f: EndpointFormat) -> Self {
+        match f {
+            EndpointFormat::Standard => Format::Standard,
+            EndpointFormat::Discord => Format::Discord,
+            EndpointFormat::Slack => Format::Slack,
+        }
+    }
 }
 
 fn all_event_types() -> Vec<String> {
@@ -290,6 +324,7 @@ impl WebhookEndpointSpec {
             headers: Some(self.headers.clone()),
             rate_limit: self.rate_limit,
             max_in_flight: self.max_in_flight,
+            format: self.format.map(|f| Format::from(f).as_str().to_string()),
         })
     }
 }
@@ -320,6 +355,15 @@ mod tests {
         assert_eq!(e.retry_cap_ms, Some(7_200_000));
         assert_eq!(e.timeout_ms, Some(250));
         assert_eq!((e.rate_limit, e.max_in_flight), (Some(5), Some(2)));
+        assert_eq!(e.format, None);
+        let e = spec("url: https://discord.com/api/webhooks/1/x\nformat: discord\n")
+            .to_endpoint_spec()
+            .unwrap();
+        assert_eq!(e.format().unwrap(), Format::Discord);
+        assert!(serde_yaml::from_str::<WebhookEndpointSpec>(
+            "url: https://x.dev/\nformat: teams\n"
+        )
+        .is_err());
     }
 
     #[test]
@@ -340,6 +384,7 @@ mod tests {
             r#""shortNames":["whe"]"#,
             r#""subresources":{"status":{}}"#,
             r#""x-kubernetes-list-type":"map""#,
+            r#""enum":["standard","discord","slack"]"#,
         ] {
             assert!(crd.contains(needle), "the CRD lacks {needle}");
         }

@@ -145,8 +145,9 @@ impl Worker {
                     }),
                 ));
             }
-            // Recovered: delivered after at least one failed attempt in this round.
-            if c.succeeded && c.attempt > d.round_base + 1 {
+            // Recovered: delivered after at least one failed attempt in this round
+            // (rate-limited requests are not failures).
+            if c.succeeded && c.attempt - c.rate_limited > d.round_base + 1 {
                 events.push(("delivery.recovered", base));
             }
         }

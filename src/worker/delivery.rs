@@ -8,13 +8,13 @@ use std::time::Duration;
 use chrono::Utc;
 use rand::Rng;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
-use tracing::{debug, error, instrument, warn};
+use tracing::{debug, error, info, instrument, warn};
 use uuid::Uuid;
 
 use crate::db::deliveries::{Claimed, Completion};
 use crate::domain::ids::{DeliveryId, EndpointId};
 use crate::domain::retry::RetryPolicy;
-use crate::domain::state::{transition, Transition};
+use crate::domain::state::{transition, Count, Outcome, Transition};
 
 use super::dispatch::Attempted;
 use super::gate::Admission;
@@ -74,15 +74,22 @@ impl Worker {
                 }
             }
         }
-        let slot = match self
-            .gates
-            .admit(d.endpoint_id, d.max_in_flight, d.rate_limit)
-            .await
-        {
+        // Chat formats default to one request at a time (see Format::default_in_flight).
+        let cap = d.max_in_flight.or_else(|| {
+            d.format()
+                .ok()
+                .and_then(|f| f.default_in_flight())
+                .map(|n| n as i32)
+        });
+        let slot = match self.gates.admit(d.endpoint_id, cap, d.rate_limit).await {
             Admission::Go(slot) => slot,
             Admission::Later(at) => {
                 return self
-                    .give_back(&d, Some(at), "endpoint at its in-flight or rate limit")
+                    .give_back(
+                        &d,
+                        Some(at),
+                        "endpoint at its in-flight or rate limit, or paced by the receiver",
+                    )
                     .await
             }
         };
@@ -105,6 +112,12 @@ impl Worker {
             }
         };
         let attempted = self.dispatcher.send(&d, &secrets).await;
+        if let Some(wait) = attempted.pause {
+            // The receiver's bucket is empty (or it answered 429): hold this
+            // endpoint's next requests here until it refills, before this slot
+            // is freed, so the next one cannot slip out first.
+            self.gates.pace(d.endpoint_id, wait);
+        }
         // The endpoint's slot bounds requests open at the receiver, and this one
         // is over: free it now. The process-wide permit, which bounds deliveries
         // whose outcome is not yet durable, travels on to the completer. (Holding
@@ -169,28 +182,31 @@ impl Worker {
         let attempt = d.attempts + 1;
         let policy = self.policy_for(d);
         let unit: f64 = rand::thread_rng().gen();
-        let t = transition(
-            attempt as u32,
-            d.round_base as u32,
-            &a.outcome,
-            &policy,
-            Utc::now(),
-            unit,
-        );
+        let count = Count {
+            attempts: attempt as u32,
+            round_base: d.round_base as u32,
+            rate_limited: d.rate_limited as u32,
+        };
+        let t = transition(count, &a.outcome, &policy, Utc::now(), unit);
         let (status, next_attempt_at) = match t {
             Transition::Succeeded => ("succeeded", None),
-            Transition::Retry { at } => ("pending", Some(at)),
+            Transition::Retry { at } | Transition::Deferred { at } => ("pending", Some(at)),
             Transition::Dead | Transition::Gone => ("dead", None),
         };
         let (code, error) = match &a.outcome {
-            crate::domain::state::Outcome::Delivered { status } => (Some(*status as i32), None),
-            crate::domain::state::Outcome::Failed { status, error, .. } => {
+            Outcome::Delivered { status } => (Some(*status as i32), None),
+            Outcome::Failed { status, error, .. } => {
                 (status.map(|s| s as i32), Some(error.clone()))
             }
+            Outcome::RateLimited { status, error, .. } => {
+                (Some(*status as i32), Some(error.clone()))
+            }
         };
+        let deferred = matches!(t, Transition::Deferred { .. });
         let outcome_label = match t {
             Transition::Succeeded => "succeeded",
             Transition::Retry { .. } => "retrying",
+            Transition::Deferred { .. } => "rate_limited",
             Transition::Dead | Transition::Gone => "dead",
         };
         metrics::counter!("hookit_deliveries_total", "outcome" => outcome_label, "endpoint_id" => EndpointId::from_uuid(d.endpoint_id).to_string()).increment(1);
@@ -199,6 +215,11 @@ impl Worker {
             Transition::Succeeded => debug!(status = ?code, "delivered"),
             Transition::Retry { at } => {
                 warn!(status = ?code, error = error.as_deref().unwrap_or(""), next_attempt_at = %at, "attempt failed; will retry")
+            }
+            // A state transition that spends nothing: pending again at the
+            // receiver's retry-after (see domain::state).
+            Transition::Deferred { at } => {
+                info!(next_attempt_at = %at, rate_limited = d.rate_limited + 1, "rate limited; rescheduled without spending an attempt")
             }
             Transition::Dead => {
                 error!(status = ?code, error = error.as_deref().unwrap_or(""), "attempts exhausted; dead-lettered")
@@ -219,6 +240,8 @@ impl Worker {
             started_at: a.started_at,
             duration_ms: a.duration.as_millis().min(i32::MAX as u128) as i32,
             probe: false,
+            rate_limited: d.rate_limited + i32::from(deferred),
+            deferred,
         }
     }
 

@@ -1,4 +1,6 @@
-//! One attempt on the wire: a signed POST, and its typed outcome.
+//! One attempt on the wire: the body rendered in the endpoint's format, signed
+//! over exactly the bytes sent, POSTed, and its typed outcome with what the
+//! response said about the endpoint's rate limit.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,10 +17,12 @@ use tracing::warn;
 use super::client::{self, HttpClient};
 use super::resolver::CheckedResolver;
 use crate::db::deliveries::{excerpt, Claimed, RESPONSE_EXCERPT};
+use crate::domain::formats::{self, Format};
 use crate::domain::ids::EventId;
+use crate::domain::ratelimit;
 use crate::domain::signing::{signature_header, Secret};
 use crate::domain::ssrf::SsrfPolicy;
-use crate::domain::state::{parse_retry_after, Outcome};
+use crate::domain::state::Outcome;
 
 /// What an attempt came to, with what the attempt log records.
 #[derive(Debug)]
@@ -31,6 +35,9 @@ pub struct Attempted {
     pub started_at: DateTime<Utc>,
     /// How long it took.
     pub duration: Duration,
+    /// How long the endpoint's next request must wait, by the response's
+    /// rate-limit headers (bucket empty) or a 429's retry-after.
+    pub pause: Option<Duration>,
 }
 
 /// Sends webhook requests through one pooled, keep-alive HTTP client.
@@ -69,6 +76,7 @@ impl Dispatcher {
             response_excerpt,
             started_at,
             duration: clock.elapsed(),
+            pause: None,
         };
         let failed = |error: String| Outcome::Failed {
             status: None,
@@ -84,16 +92,33 @@ impl Dispatcher {
             },
             Err(e) => return finish(failed(format!("refused by SSRF policy: {e}")), None),
         };
+        // Rendered per attempt rather than stored: chat formats are for chat
+        // volumes, and the stored envelope stays the single source of the event.
+        let format = match d.format() {
+            Ok(f) => f,
+            Err(e) => return finish(failed(e.to_string()), None),
+        };
+        let body = match formats::render(format, &d.body) {
+            Ok(b) => Bytes::from(b.into_owned()),
+            Err(e) => {
+                return finish(
+                    failed(format!("cannot render the {format} format: {e}")),
+                    None,
+                )
+            }
+        };
         let timeout = d
             .timeout_ms
             .map(|ms| Duration::from_millis(ms as u64))
             .unwrap_or(self.default_timeout);
         let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || format!("timed out after {} ms", timeout.as_millis());
+        // Signed over the body actually sent, whatever its format.
+        let headers = self.headers(d, &body, started_at.timestamp(), secrets);
         let mut req = Request::post(uri)
-            .body(Full::new(Bytes::from(d.body.clone())))
+            .body(Full::new(body))
             .expect("a POST with a checked URI is a valid request");
-        *req.headers_mut() = self.headers(d, started_at.timestamp(), secrets);
+        *req.headers_mut() = headers;
         let capture = capture_connection(&mut req);
 
         let resp = match tokio::time::timeout_at(deadline, self.client.request(req)).await {
@@ -110,14 +135,20 @@ impl Dispatcher {
             }
         };
         let status = resp.status().as_u16();
+        let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok());
         let retry_after = match status {
-            429 | 502 | 503 | 504 => resp
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| parse_retry_after(v, Utc::now())),
+            429 | 502 | 503 | 504 => header(RETRY_AFTER.as_str())
+                .and_then(|v| ratelimit::parse_retry_after(v, Utc::now())),
             _ => None,
         };
+        let mut pause = ratelimit::pause(
+            ratelimit::Headers {
+                remaining: header("x-ratelimit-remaining"),
+                reset_after: header("x-ratelimit-reset-after"),
+                reset: header("x-ratelimit-reset"),
+            },
+            Utc::now(),
+        );
         // Read at most RESPONSE_EXCERPT bytes; a huge or endless body is cut off and
         // the connection closed, and a slow drip is bounded by the request timeout.
         let mut body = resp.into_body();
@@ -156,6 +187,29 @@ impl Dispatcher {
         // receiver accepted the event with its status line.
         let outcome = if (200..300).contains(&status) {
             Outcome::Delivered { status }
+        } else if status == 429 {
+            // Discord's body carries the precise, fractional wait; its header is
+            // rounded. Other receivers' bodies are not trusted for it.
+            let retry_after = match format {
+                Format::Discord => excerpt_body
+                    .as_deref()
+                    .and_then(ratelimit::body_retry_after)
+                    .or(retry_after),
+                _ => retry_after,
+            };
+            if let Some(wait) = retry_after {
+                // Everything this process sends the endpoint waits too.
+                pause = Some(
+                    pause
+                        .unwrap_or_default()
+                        .max(wait.min(ratelimit::MAX_PAUSE)),
+                );
+            }
+            Outcome::RateLimited {
+                status,
+                error: "HTTP 429: rate limited (no attempt spent)".into(),
+                retry_after,
+            }
         } else {
             let mut error = match (300..400).contains(&status) {
                 true => format!("HTTP {status} (redirects are not followed)"),
@@ -171,7 +225,8 @@ impl Dispatcher {
                 retry_after,
             }
         };
-        let attempted = finish(outcome, excerpt_body);
+        let mut attempted = finish(outcome, excerpt_body);
+        attempted.pause = pause;
         if !complete {
             drop(body);
             self.wait_closed(&capture).await;
@@ -180,10 +235,10 @@ impl Dispatcher {
     }
 
     /// The request headers: the endpoint's own, then the signature and ours.
-    fn headers(&self, d: &Claimed, timestamp: i64, secrets: &[Secret]) -> HeaderMap {
+    fn headers(&self, d: &Claimed, body: &[u8], timestamp: i64, secrets: &[Secret]) -> HeaderMap {
         let msg_id = EventId::from_uuid(d.event_id).to_string();
         let refs: Vec<&Secret> = secrets.iter().collect();
-        let signature = signature_header(&refs, &msg_id, timestamp, d.body.as_bytes());
+        let signature = signature_header(&refs, &msg_id, timestamp, body);
         let mut headers = HeaderMap::with_capacity(8 + d.headers.len());
         for (k, v) in d.headers.iter() {
             // Validated on write; skip anything that no longer parses rather than fail.

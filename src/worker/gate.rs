@@ -5,6 +5,17 @@
 //! slot (briefly: see [`MAX_WAIT`]) instead of going back to the queue, which would
 //! cost two writes. Once an endpoint has no free slot, the claim loop stops taking
 //! its rows (see [`Gates::saturated`]), so at most one claim batch ever waits.
+//!
+//! **Pacing by the receiver.** When a response says the endpoint's bucket is
+//! empty (`X-RateLimit-Remaining: 0` with `Reset-After`/`Reset`, or a 429's
+//! retry-after), [`Gates::pace`] holds the endpoint until it refills: a
+//! delivery that gets its slot then waits out the pause holding the slot (when
+//! short, see [`MAX_WAIT`]) or goes back to the queue due at its end, and the
+//! claim loop leaves the endpoint's rows alone meanwhile. With one request in
+//! flight (the default of chat formats), each response paces the next request,
+//! so a steady feed meets the receiver's limit instead of its 429s. Pacing is
+//! per worker process: several workers each keep their own, and a 429 one of
+//! them still meets is deferred without spending an attempt.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +37,8 @@ struct State {
     waiting: Arc<AtomicUsize>,
     window_start: Instant,
     in_window: u32,
+    /// Until when the receiver asked for no more requests.
+    paced_until: Option<tokio::time::Instant>,
 }
 
 /// Admission decisions for all endpoints this worker sends to.
@@ -76,6 +89,7 @@ impl Gates {
                 waiting: Arc::default(),
                 window_start: Instant::now(),
                 in_window: 0,
+                paced_until: None,
             });
             if s.cap != cap {
                 // The endpoint's cap changed: adjust the permits (the running ones
@@ -102,23 +116,62 @@ impl Gates {
             }
             (s.slots.clone(), s.waiting.clone())
         };
-        if let Ok(p) = slots.clone().try_acquire_owned() {
-            return Admission::Go(Slot { _permit: p });
-        }
-        waiting.fetch_add(1, Ordering::Relaxed);
-        let got = tokio::time::timeout(MAX_WAIT, slots.acquire_owned()).await;
-        waiting.fetch_sub(1, Ordering::Relaxed);
-        match got {
-            Ok(Ok(p)) => Admission::Go(Slot { _permit: p }),
-            _ => Admission::Later(Utc::now() + chrono::Duration::seconds(1)),
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(p) => Slot { _permit: p },
+            Err(_) => {
+                waiting.fetch_add(1, Ordering::Relaxed);
+                let got = tokio::time::timeout(MAX_WAIT, slots.acquire_owned()).await;
+                waiting.fetch_sub(1, Ordering::Relaxed);
+                match got {
+                    Ok(Ok(p)) => Slot { _permit: p },
+                    _ => return Admission::Later(Utc::now() + chrono::Duration::seconds(1)),
+                }
+            }
+        };
+        // Checked with the slot held: the request that held it before may just
+        // have paced the endpoint.
+        loop {
+            let until = self.paced_until(endpoint);
+            let now = tokio::time::Instant::now();
+            match until {
+                Some(u) if u > now => {
+                    let wait = u - now;
+                    if wait > MAX_WAIT {
+                        return Admission::Later(
+                            Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+                        );
+                    }
+                    tokio::time::sleep_until(u).await;
+                }
+                _ => return Admission::Go(slot),
+            }
         }
     }
 
-    /// Endpoints with no free slot: the next claim skips their rows.
+    /// Holds `endpoint`'s next requests for `wait` (the receiver's rate limit):
+    /// extends, never shortens, a pause already set.
+    pub fn pace(&self, endpoint: Uuid, wait: Duration) {
+        let until = tokio::time::Instant::now() + wait;
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = m.get_mut(&endpoint) {
+            s.paced_until = Some(s.paced_until.map_or(until, |u| u.max(until)));
+        }
+    }
+
+    fn paced_until(&self, endpoint: Uuid) -> Option<tokio::time::Instant> {
+        let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(&endpoint).and_then(|s| s.paced_until)
+    }
+
+    /// Endpoints with no free slot, or paced by their receiver: the next claim
+    /// skips their rows.
     pub fn saturated(&self) -> Vec<Uuid> {
         let m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let now = tokio::time::Instant::now();
         m.iter()
-            .filter(|(_, s)| s.slots.available_permits() == 0)
+            .filter(|(_, s)| {
+                s.slots.available_permits() == 0 || s.paced_until.is_some_and(|u| u > now)
+            })
             .map(|(k, _)| *k)
             .collect()
     }
@@ -158,6 +211,38 @@ mod tests {
         assert!(matches!(
             g.admit(other, Some(10), Some(3)).await,
             Admission::Later(_)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_endpoint_waits_out_short_pauses_and_defers_long_ones() {
+        let g = Gates::new(4);
+        let ep = Uuid::new_v4();
+        drop(g.admit(ep, Some(1), None).await);
+        g.pace(ep, Duration::from_millis(1500));
+        assert_eq!(g.saturated(), vec![ep], "the claim skips a paced endpoint");
+        let t0 = tokio::time::Instant::now();
+        let a = g.admit(ep, Some(1), None).await;
+        assert!(matches!(a, Admission::Go(_)));
+        assert!(
+            t0.elapsed() >= Duration::from_millis(1500),
+            "waited out the pause"
+        );
+        assert!(g.saturated().contains(&ep), "its one slot is held");
+        drop(a);
+        assert!(g.saturated().is_empty());
+        // A pause is only ever extended.
+        g.pace(ep, Duration::from_secs(30));
+        g.pace(ep, Duration::from_secs(1));
+        let before = Utc::now();
+        match g.admit(ep, Some(1), None).await {
+            Admission::Later(at) => assert!(at >= before + chrono::Duration::seconds(29)),
+            Admission::Go(_) => panic!("a long pause goes back to the queue"),
+        }
+        // Other endpoints are not held.
+        assert!(matches!(
+            g.admit(Uuid::new_v4(), None, None).await,
+            Admission::Go(_)
         ));
     }
 }

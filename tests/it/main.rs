@@ -1,6 +1,8 @@
 //! Integration tests: real PostgreSQL, real HTTP, real processes.
 
 mod api;
+mod batch;
+mod chat;
 mod cli;
 mod common;
 mod delivery;

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::db::Store;
+use crate::domain::formats::{Format, UnknownFormat};
 use crate::error::Result;
 
 /// A delivery a worker has leased, with everything needed to send it: one claim
@@ -28,6 +29,8 @@ pub struct Claimed {
     pub attempts: i32,
     /// Attempts made before the current round.
     pub round_base: i32,
+    /// Requests of the current round deferred as rate-limited (no attempt spent).
+    pub rate_limited: i32,
     /// The JSON envelope to send.
     pub body: String,
     /// Trace context to propagate.
@@ -56,6 +59,16 @@ pub struct Claimed {
     pub endpoint_state: String,
     /// When an open circuit lets the next probe through (None: closed).
     pub circuit_open_until: Option<DateTime<Utc>>,
+    /// `standard`, `discord` or `slack` (see [`Claimed::format`]).
+    pub format: String,
+}
+
+impl Claimed {
+    /// How the body is rendered for this endpoint. The column is an enum of
+    /// exactly these names, so an unknown one is a bug: refused, never guessed.
+    pub fn format(&self) -> Result<Format, UnknownFormat> {
+        self.format.parse()
+    }
 }
 
 impl Store {
@@ -90,12 +103,12 @@ impl Store {
                  lease_expires_at = now() + $3 * interval '1 millisecond', updated_at = now()
              FROM due, events ev, endpoints e
              WHERE d.id = due.id AND ev.id = d.event_id AND e.id = d.endpoint_id
-             RETURNING d.id, d.event_id, d.tenant, d.endpoint_id, d.attempts, d.round_base, ev.body, ev.traceparent,
+             RETURNING d.id, d.event_id, d.tenant, d.endpoint_id, d.attempts, d.round_base, d.rate_limited, ev.body, ev.traceparent,
                  e.url, e.secret_enc,
                  CASE WHEN e.prev_secret_expires_at > now() THEN e.prev_secret_enc END AS prev_secret_enc,
                  e.headers, e.max_attempts, e.retry_base_ms, e.retry_cap_ms, e.timeout_ms, e.max_in_flight, e.rate_limit,
                  CASE WHEN e.deleted_at IS NOT NULL THEN 'deleted' ELSE e.status::text END AS endpoint_state,
-                 e.circuit_open_until",
+                 e.circuit_open_until, e.format::text AS format",
         )
         .bind(limit)
         .bind(owner)

@@ -33,6 +33,13 @@ pub struct Completion {
     pub duration_ms: i32,
     /// Whether this attempt was the probe of an open circuit.
     pub probe: bool,
+    /// The delivery's count of this round's rate-limited deferrals, after this
+    /// attempt.
+    pub rate_limited: i32,
+    /// Whether this attempt was a 429 deferred without spending an attempt. It
+    /// is logged as such and left out of the failure streak: a receiver asking
+    /// to slow down is not failing, and must not open its circuit.
+    pub deferred: bool,
 }
 
 /// What [`Store::complete`] wrote.
@@ -88,7 +95,11 @@ impl Store {
         let mut started = Vec::with_capacity(n);
         let mut durations = Vec::with_capacity(n);
         let mut probes = Vec::with_capacity(n);
+        let mut limited = Vec::with_capacity(n);
+        let mut deferred = Vec::with_capacity(n);
         for c in batch {
+            limited.push(c.rate_limited);
+            deferred.push(c.deferred);
             probes.push(c.probe);
             ids.push(c.id);
             attempts.push(c.attempt);
@@ -108,11 +119,13 @@ impl Store {
         let streaks: Streaks = sqlx::query_as(
             "WITH input AS (
                 SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::timestamptz[], $6::bool[], $7::int[],
-                                     $8::text[], $9::text[], $10::timestamptz[], $11::int[], $12::bool[])
-                  AS u(id, attempt, status, next_at, ok, code, err, body, started, dur, probe)
+                                     $8::text[], $9::text[], $10::timestamptz[], $11::int[], $12::bool[],
+                                     $13::int[], $14::bool[])
+                  AS u(id, attempt, status, next_at, ok, code, err, body, started, dur, probe, limited, deferred)
              ), upd AS (
                 UPDATE deliveries d
-                SET status = u.status::delivery_status, attempts = u.attempt, next_attempt_at = u.next_at,
+                SET status = u.status::delivery_status, attempts = u.attempt, rate_limited = u.limited,
+                    next_attempt_at = u.next_at,
                     lease_owner = NULL, lease_expires_at = NULL, last_status_code = u.code, last_error = u.err,
                     updated_at = now(),
                     finished_at = CASE WHEN u.status IN ('succeeded', 'dead') THEN now() END
@@ -125,16 +138,18 @@ impl Store {
                 WHERE d.id = u.id AND d.lease_owner = $1
                 -- The attempt's own fields come back with the row, so the log and
                 -- the streaks below read `upd` alone, with no join back to `input`.
-                RETURNING d.id, d.endpoint_id, u.attempt, u.started, u.dur, u.code, u.err, u.body, u.ok, u.probe
+                RETURNING d.id, d.endpoint_id, u.attempt, u.started, u.dur, u.code, u.err, u.body, u.ok, u.probe,
+                    u.deferred
              ), log AS (
                 INSERT INTO delivery_attempts (delivery_id, attempt, endpoint_id, started_at, duration_ms, status_code,
-                                               error, response_body, succeeded)
-                SELECT id, attempt, endpoint_id, started, dur, code, err, body, ok FROM upd
+                                               error, response_body, succeeded, rate_limited)
+                SELECT id, attempt, endpoint_id, started, dur, code, err, body, ok, deferred FROM upd
                 ON CONFLICT DO NOTHING
              ), streak AS (
                 SELECT endpoint_id, bool_or(ok) AS any_ok, count(*) FILTER (WHERE NOT ok)::int AS fails,
                        bool_or(probe AND NOT ok) AS probe_failed
-                FROM upd GROUP BY endpoint_id
+                -- A deferred 429 is neither a success nor a failure of the endpoint.
+                FROM upd WHERE NOT deferred GROUP BY endpoint_id
              ), attention AS (
                 -- Healthy endpoints (all succeeded, no streak, circuit closed) need
                 -- no second statement, and their rows are not written at all.
@@ -158,6 +173,8 @@ impl Store {
         .bind(&started)
         .bind(&durations)
         .bind(&probes)
+        .bind(&limited)
+        .bind(&deferred)
         .persistent(false)
         .fetch_one(&self.pool)
         .await?;

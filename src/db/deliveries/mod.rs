@@ -38,8 +38,11 @@ pub struct Delivery {
     pub event_type: String,
     /// `pending`, `in_flight`, `succeeded` or `dead`.
     pub status: String,
-    /// Attempts made so far (all rounds).
+    /// Requests made so far (all rounds), rate-limited ones included.
     pub attempts: i32,
+    /// Requests of the current round that were rate-limited (429) and spent no
+    /// attempt: the round has spent `attempts - rate_limited` minus earlier rounds'.
+    pub rate_limited: i32,
     /// When the next attempt is due; null when not scheduled (finished, in flight,
     /// or held because the endpoint is paused).
     pub next_attempt_at: Option<DateTime<Utc>>,
@@ -61,6 +64,7 @@ struct DeliveryRow {
     event_type: String,
     status: String,
     attempts: i32,
+    rate_limited: i32,
     next_attempt_at: Option<DateTime<Utc>>,
     last_status_code: Option<i32>,
     last_error: Option<String>,
@@ -77,6 +81,7 @@ impl From<DeliveryRow> for Delivery {
             event_type: r.event_type,
             status: r.status,
             attempts: r.attempts,
+            rate_limited: r.rate_limited,
             next_attempt_at: r.next_attempt_at,
             last_status_code: r.last_status_code,
             last_error: r.last_error,
@@ -87,7 +92,7 @@ impl From<DeliveryRow> for Delivery {
 }
 
 pub(super) const COLUMNS: &str =
-    "d.id, d.event_id, d.endpoint_id, ev.event_type, d.status::text AS status, d.attempts,
+    "d.id, d.event_id, d.endpoint_id, ev.event_type, d.status::text AS status, d.attempts, d.rate_limited,
     d.next_attempt_at, d.last_status_code, d.last_error, d.created_at, d.updated_at";
 
 /// One attempt on the wire.
@@ -105,6 +110,9 @@ pub struct Attempt {
     pub error: Option<String>,
     /// The first few KiB of the response body.
     pub response_body: Option<String>,
+    /// The receiver answered 429 and the delivery was rescheduled without
+    /// spending an attempt.
+    pub rate_limited: bool,
 }
 
 /// A delivery with its attempt log.

@@ -124,6 +124,10 @@ async fn the_api_server_takes_good_manifests_and_refuses_bad_ones_with_clear_mes
         ),
         ("url: https://e.example/\n  rateLimit: 0", "spec.rateLimit"),
         (
+            "url: https://e.example/\n  format: teams",
+            "spec.format: Unsupported value: \"teams\"",
+        ),
+        (
             "url: https://e.example/\n  secretRef: {name: \"Not_A_Name\"}",
             "spec.secretRef.name",
         ),

@@ -73,7 +73,7 @@ async fn a_webhookendpoint_becomes_ready_with_a_row_and_an_owned_signing_secret(
         &manifest(
             ns,
             "orders",
-            "  url: http://127.0.0.1:9/hooks/orders\n  eventTypes: [\"order.*\"]\n  retry: {maxAttempts: 4, initialBackoff: 2s, maxBackoff: 1m}\n  timeout: 5s\n  headers: {X-Team: fulfilment}\n  rateLimit: 7\n  maxInFlight: 3\n  description: order events\n",
+            "  url: http://127.0.0.1:9/hooks/orders\n  eventTypes: [\"order.*\"]\n  retry: {maxAttempts: 4, initialBackoff: 2s, maxBackoff: 1m}\n  timeout: 5s\n  headers: {X-Team: fulfilment}\n  rateLimit: 7\n  maxInFlight: 3\n  description: order events\n  format: slack\n",
         ),
     )
     .await;
@@ -102,6 +102,7 @@ async fn a_webhookendpoint_becomes_ready_with_a_row_and_an_owned_signing_secret(
         (Some(4), Some(2_000), Some(60_000), Some(5_000))
     );
     assert_eq!((ep.rate_limit, ep.max_in_flight), (Some(7), Some(3)));
+    assert_eq!(ep.format, hookit::domain::formats::Format::Slack);
     assert_eq!(
         ep.headers.get("X-Team").map(String::as_str),
         Some("fulfilment")

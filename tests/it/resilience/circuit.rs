@@ -150,6 +150,8 @@ fn failed(c: &hookit::db::deliveries::Claimed) -> hookit::db::deliveries::Comple
         started_at: chrono::Utc::now(),
         duration_ms: 1,
         probe: false,
+        rate_limited: c.rate_limited,
+        deferred: false,
     }
 }
 

@@ -1,0 +1,282 @@
+//! The settings of an endpoint as the API and the controller write them, and
+//! their validation (everything but DNS, which [`check_target`] adds).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::{MAX_EVENT_TYPES, MAX_HEADERS};
+use crate::domain::formats::Format;
+use crate::domain::patterns::validate_pattern;
+use crate::domain::ssrf::SsrfPolicy;
+use crate::error::{Error, Result};
+
+/// The settings of an endpoint, as written by the API or the controller.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSpec {
+    /// Target URL (http or https; checked against the SSRF policy).
+    pub url: String,
+    /// Subscribed event types; default `["*"]`.
+    #[serde(default)]
+    pub event_types: Option<Vec<String>>,
+    /// Free text.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Signing secret `whsec_…`; generated when absent.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// Attempts per round, 1-100.
+    #[serde(default)]
+    pub max_attempts: Option<i32>,
+    /// First retry delay in ms.
+    #[serde(default)]
+    pub retry_base_ms: Option<i64>,
+    /// Largest retry delay in ms.
+    #[serde(default)]
+    pub retry_cap_ms: Option<i64>,
+    /// Per-attempt timeout in ms (100-300000).
+    #[serde(default)]
+    pub timeout_ms: Option<i64>,
+    /// Custom headers.
+    #[serde(default)]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Most deliveries per second (per worker process).
+    #[serde(default)]
+    pub rate_limit: Option<i32>,
+    /// Most deliveries in flight (per worker process).
+    #[serde(default)]
+    pub max_in_flight: Option<i32>,
+    /// How deliveries are rendered (default `standard`). `discord` and `slack`
+    /// send a readable message to a Discord or Slack webhook URL instead of the
+    /// Standard Webhooks envelope, still signed.
+    #[serde(default)]
+    #[schema(value_type = Option<FormatName>)]
+    pub format: Option<String>,
+}
+
+/// A partial update: absent fields stay as they are.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointPatch {
+    /// New URL.
+    pub url: Option<String>,
+    /// New subscriptions.
+    pub event_types: Option<Vec<String>>,
+    /// New description.
+    pub description: Option<String>,
+    /// New attempt budget.
+    pub max_attempts: Option<i32>,
+    /// New first retry delay in ms.
+    pub retry_base_ms: Option<i64>,
+    /// New largest retry delay in ms.
+    pub retry_cap_ms: Option<i64>,
+    /// New timeout in ms.
+    pub timeout_ms: Option<i64>,
+    /// New custom headers (replaces all).
+    pub headers: Option<BTreeMap<String, String>>,
+    /// New rate limit.
+    pub rate_limit: Option<i32>,
+    /// New in-flight cap.
+    pub max_in_flight: Option<i32>,
+    /// New format.
+    #[schema(value_type = Option<FormatName>)]
+    pub format: Option<String>,
+}
+
+/// `standard`, `discord` or `slack`: how an endpoint's deliveries are rendered.
+/// (The API's view of `domain::formats::Format`; kept as text in the request
+/// types so that a bad value is answered with a problem naming the field.)
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // only its schema is used
+pub enum FormatName {
+    /// The Standard Webhooks envelope.
+    Standard,
+    /// A Discord execute-webhook message.
+    Discord,
+    /// A Slack incoming-webhook message.
+    Slack,
+}
+
+/// Parses a `format` field.
+pub(super) fn parse_format(v: Option<&str>) -> Result<Option<Format>> {
+    v.map(|f| {
+        f.parse::<Format>()
+            .map_err(|e| Error::invalid("invalid-endpoint", e.to_string()))
+    })
+    .transpose()
+}
+
+/// Headers HookIt sets itself; an endpoint cannot override them.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "user-agent",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "traceparent",
+    "upgrade",
+    "te",
+    "keep-alive",
+];
+
+fn validate_headers(h: &BTreeMap<String, String>) -> Result<()> {
+    if h.len() > MAX_HEADERS {
+        return Err(Error::invalid(
+            "invalid-headers",
+            format!("at most {MAX_HEADERS} custom headers"),
+        ));
+    }
+    for (k, v) in h {
+        let name = reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+            Error::invalid(
+                "invalid-headers",
+                format!("`{k}` is not a valid header name"),
+            )
+        })?;
+        if RESERVED_HEADERS.contains(&name.as_str()) {
+            return Err(Error::invalid(
+                "invalid-headers",
+                format!("`{k}` is set by HookIt and cannot be overridden"),
+            ));
+        }
+        if v.len() > 4096 || reqwest::header::HeaderValue::from_str(v).is_err() {
+            return Err(Error::invalid(
+                "invalid-headers",
+                format!("the value of `{k}` is not a valid header value"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_event_types(types: &[String]) -> Result<()> {
+    if types.is_empty() || types.len() > MAX_EVENT_TYPES {
+        return Err(Error::invalid(
+            "invalid-event-types",
+            format!("event_types needs 1 to {MAX_EVENT_TYPES} patterns"),
+        ));
+    }
+    for t in types {
+        validate_pattern(t)
+            .map_err(|e| Error::invalid("invalid-event-types", format!("`{t}`: {e}")))?;
+    }
+    Ok(())
+}
+
+fn validate_numbers(
+    max_attempts: Option<i32>,
+    base: Option<i64>,
+    cap: Option<i64>,
+    timeout: Option<i64>,
+    rate: Option<i32>,
+    in_flight: Option<i32>,
+) -> Result<()> {
+    let bad =
+        |f: &str, range: &str| Error::invalid("invalid-endpoint", format!("{f} must be {range}"));
+    if max_attempts.is_some_and(|v| !(1..=100).contains(&v)) {
+        return Err(bad("max_attempts", "from 1 to 100"));
+    }
+    if base.is_some_and(|v| !(1..=86_400_000).contains(&v)) {
+        return Err(bad("retry_base_ms", "from 1 to 86400000"));
+    }
+    if cap.is_some_and(|v| !(1..=7 * 86_400_000).contains(&v)) {
+        return Err(bad("retry_cap_ms", "from 1 to 604800000"));
+    }
+    if timeout.is_some_and(|v| !(100..=super::MAX_TIMEOUT_MS).contains(&v)) {
+        return Err(bad("timeout_ms", "from 100 to 300000"));
+    }
+    if rate.is_some_and(|v| !(1..=100_000).contains(&v)) {
+        return Err(bad("rate_limit", "from 1 to 100000"));
+    }
+    if in_flight.is_some_and(|v| !(1..=10_000).contains(&v)) {
+        return Err(bad("max_in_flight", "from 1 to 10000"));
+    }
+    Ok(())
+}
+
+impl EndpointSpec {
+    /// Validates everything but DNS (see [`check_target`]).
+    pub fn validate(&self, ssrf: &SsrfPolicy) -> Result<()> {
+        ssrf.check_url(&self.url)?;
+        self.as_patch().validate(ssrf)
+    }
+
+    fn as_patch(&self) -> EndpointPatch {
+        EndpointPatch {
+            url: None,
+            event_types: self.event_types.clone(),
+            description: self.description.clone(),
+            max_attempts: self.max_attempts,
+            retry_base_ms: self.retry_base_ms,
+            retry_cap_ms: self.retry_cap_ms,
+            timeout_ms: self.timeout_ms,
+            headers: self.headers.clone(),
+            rate_limit: self.rate_limit,
+            max_in_flight: self.max_in_flight,
+            format: self.format.clone(),
+        }
+    }
+
+    /// The format asked for, `standard` when absent (validated first).
+    pub fn format(&self) -> Result<Format> {
+        Ok(parse_format(self.format.as_deref())?.unwrap_or_default())
+    }
+}
+
+impl EndpointPatch {
+    /// Validates the fields that are present (DNS aside).
+    pub fn validate(&self, ssrf: &SsrfPolicy) -> Result<()> {
+        if let Some(u) = &self.url {
+            ssrf.check_url(u)?;
+        }
+        if let Some(t) = &self.event_types {
+            validate_event_types(t)?;
+        }
+        if let Some(h) = &self.headers {
+            validate_headers(h)?;
+        }
+        parse_format(self.format.as_deref())?;
+        if self.description.as_ref().is_some_and(|d| d.len() > 1024) {
+            return Err(Error::invalid(
+                "invalid-endpoint",
+                "description is at most 1024 characters",
+            ));
+        }
+        validate_numbers(
+            self.max_attempts,
+            self.retry_base_ms,
+            self.retry_cap_ms,
+            self.timeout_ms,
+            self.rate_limit,
+            self.max_in_flight,
+        )
+    }
+}
+
+/// Resolves the URL's host and checks every address against the SSRF policy; a
+/// host with any forbidden address is refused (fail closed).
+pub async fn check_target(ssrf: &SsrfPolicy, raw: &str) -> Result<()> {
+    let url = ssrf.check_url(raw)?;
+    if let Some(url::Host::Domain(d)) = url.host() {
+        let port = url.port_or_known_default().unwrap_or(443);
+        let host = d.trim_end_matches('.').to_string();
+        let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|_| crate::domain::ssrf::SsrfError::Unresolvable(host.clone()))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(crate::domain::ssrf::SsrfError::Unresolvable(host).into());
+        }
+        for a in addrs {
+            ssrf.check_ip(a.ip())?;
+        }
+    }
+    Ok(())
+}
