@@ -21,7 +21,8 @@ use super::{net, now, ContainerProcess, Shared, NODE_NAME, READINESS_PERIOD};
 /// One container of a running pod.
 struct ContainerRun {
     spec: Container,
-    image: Image,
+    /// None: the image cannot run here (the container waits in ErrImagePull).
+    image: Option<Image>,
     child: Option<tokio::process::Child>,
     /// The child's pid (tokio forgets it once the child is reaped).
     pid: Option<u32>,
@@ -76,19 +77,17 @@ impl PodRun {
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         for c in &spec.containers {
             let image_name = c.image.clone().unwrap_or_default();
-            let (image, waiting) = match Image::of(&image_name) {
-                Some(i) => (i, None),
+            let image = Image::of(&image_name);
+            let waiting = match &image {
+                Some(_) => None,
                 None => {
                     shared.problem(format!(
                         "pod {ns}/{name}: image {image_name} cannot be pulled here and has no stand-in"
                     ));
-                    (
-                        Image::Echo,
-                        Some((
-                            "ErrImagePull".to_string(),
-                            format!("{image_name}: no registry is reachable from this node"),
-                        )),
-                    )
+                    Some((
+                        "ErrImagePull".to_string(),
+                        format!("{image_name}: no registry is reachable from this node"),
+                    ))
                 }
             };
             containers.push(ContainerRun {
@@ -109,7 +108,9 @@ impl PodRun {
                 waiting,
             });
         }
-        let sandboxed = containers.iter().all(|c| matches!(c.image, Image::Hookit));
+        let sandboxed = containers
+            .iter()
+            .all(|c| matches!(c.image, Some(Image::Hookit)));
         let ip = shared.net.allocate()?;
         let netns = if sandboxed {
             Some(shared.net.pod_namespace(ip)?)
@@ -165,10 +166,9 @@ impl PodRun {
         for i in 0..self.containers.len() {
             self.reap(shared, i);
             let c = &self.containers[i];
-            let waiting_on_image = matches!(&c.waiting, Some((r, _)) if r == "ErrImagePull");
             let should_start = c.child.is_none()
                 && c.standin.is_none()
-                && !waiting_on_image
+                && c.image.is_some()
                 && match &c.terminated {
                     None => true,
                     Some((code, _)) => match self.restart_policy.as_str() {
@@ -225,7 +225,8 @@ impl PodRun {
         } else {
             let env: HashMap<String, String> = env.into_iter().collect();
             let c = &mut self.containers[i];
-            let running = standins::start(&shared.net, &c.image, self.ip, &env).await?;
+            let image = c.image.as_ref().ok_or("the image cannot run here")?;
+            let running = standins::start(&shared.net, image, self.ip, &env).await?;
             if let standins::Running::Echo(r) = &running {
                 let key = format!("{}/{}", self.ns, self.name);
                 shared.echo.lock().unwrap().push((key, r.clone()));
