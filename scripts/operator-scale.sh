@@ -4,7 +4,8 @@
 # by a real `hookit controller` into a real PostgreSQL (that of `hookit standalone`).
 # Prints, as `key value` lines:
 #   ready_secs           from the first kubectl apply until every resource is Ready=True
-#   controller_rss_mib   the controller's peak RSS (VmHWM)
+#   controller_rss_mib   the controller's peak RSS (VmHWM); also the peak until all
+#                        are Ready (_at_ready) and the RSS after the steady state (_steady)
 #   reconciles           hookit_controller_reconciles_total until then
 #   apiserver_requests_per_endpoint, status_writes   from the apiserver's own metrics
 #   steady_reconciles_per_s, steady_status_writes     over STEADY seconds afterwards
@@ -116,6 +117,9 @@ echo "ready_secs $(echo "$done_at - $start" | bc)"
 echo "reconciles $rec1"
 echo "apiserver_requests_per_endpoint $(echo "scale=2; ($req1 - $req0) / $N" | bc)"
 echo "status_writes $((status1 - status0))"
+# The peak so far, and what the controller holds once converged: which phase
+# sets the final peak, and how much of it is transient.
+echo "controller_rss_mib_at_ready $(awk '/VmHWM/ { printf "%.0f\n", $2 / 1024 }' "/proc/$ctl/status")"
 
 # Steady state: nothing changes, so nothing should be written.
 sleep 5
@@ -129,6 +133,7 @@ status3=$(metric "$apiserver_metrics" '^apiserver_request_total.*resource="webho
 echo "steady_reconciles_per_s $(echo "scale=1; ($rec3 - $rec2) / $STEADY" | bc)"
 echo "steady_status_writes $((status3 - status2))"
 echo "steady_feed_looks $((looks3 - looks2))"
+echo "controller_rss_mib_steady $(awk '/VmRSS/ { printf "%.0f\n", $2 / 1024 }' "/proc/$ctl/status")"
 
 # Rotation storm: ROTATE generated signing Secrets rewritten at once.
 rot_start=$(now)

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/../.."
 bin=target/debug/hookit
 [ -x "$bin" ] || cargo build --locked --bin hookit
 # HOOKIT_CACHE: a cache root shared by several checkouts, as in scripts/k8s-bins.sh.
-cache="${HOOKIT_CACHE:-.cache}"
+# Absolute: run.py starts schemathesis from a temporary working directory.
+cache="${HOOKIT_CACHE:-$PWD/.cache}"
 [ -x "$cache/venv/bin/schemathesis" ] || scripts/setup.sh
 export SCHEMATHESIS="$cache/venv/bin/schemathesis"
 

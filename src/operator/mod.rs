@@ -17,6 +17,7 @@ pub mod crd;
 mod api_key;
 mod endpoint;
 mod error;
+mod events;
 mod feed;
 mod leader;
 
@@ -29,7 +30,6 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::Api;
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store as Cache};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, CustomResourceExt, Resource, ResourceExt};
@@ -116,13 +116,7 @@ pub async fn run_with(cfg: &Config, deps: Deps, shutdown: CancellationToken) -> 
         "controller starting"
     );
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(
-            deps.client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.into(),
-                instance: Some(identity),
-            },
-        ),
+        recorder: events::Recorder::new(deps.client.clone(), FIELD_MANAGER, &identity),
         client: deps.client.clone(),
         store: deps.store,
         ssrf: cfg.ssrf_policy(),
@@ -154,7 +148,7 @@ pub(crate) struct Context {
     client: Client,
     store: Store,
     ssrf: SsrfPolicy,
-    recorder: Recorder,
+    recorder: events::Recorder,
     /// How often the change feed looks for endpoints whose figures changed.
     resync: Duration,
     /// The server-wide attempt timeout (how late an attempt may be logged).
@@ -172,18 +166,16 @@ impl Context {
     async fn publish(
         &self,
         regarding: &ObjectReference,
-        type_: EventType,
+        kind: events::EventType,
         reason: &str,
         action: &str,
         note: &str,
     ) {
-        let ev = Event {
-            type_,
-            reason: reason.into(),
-            // The Events API caps notes at 1 KiB.
-            note: Some(note.chars().take(1000).collect()),
-            action: action.into(),
-            secondary: None,
+        let ev = events::Note {
+            kind,
+            reason,
+            action,
+            note,
         };
         if let Err(e) = self.recorder.publish(&ev, regarding).await {
             warn!(error = %e, reason, "could not record a Kubernetes Event");

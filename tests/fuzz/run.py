@@ -30,7 +30,8 @@ import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("HOOKIT_BIN", os.path.join(ROOT, "target", "debug", "hookit"))
-SCHEMATHESIS = os.environ.get("SCHEMATHESIS", os.path.join(ROOT, ".cache", "venv", "bin", "schemathesis"))
+# Absolute, because schemathesis runs with the temporary directory as its cwd.
+SCHEMATHESIS = os.path.abspath(os.environ.get("SCHEMATHESIS", os.path.join(ROOT, ".cache", "venv", "bin", "schemathesis")))
 CHECKS = os.environ.get("FUZZ_CHECKS", "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection")
 
 

@@ -10,7 +10,8 @@ use hookit::domain::ids::EndpointId;
 use hookit::domain::signing::{self, verify};
 use hookit::operator::{WebhookEndpoint, ENDPOINT_FINALIZER, SIGNING_LABEL};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
 use serde_json::json;
 
@@ -254,6 +255,40 @@ async fn a_url_refused_by_the_ssrf_policy_is_reported_in_status_and_not_stored()
         app.store.list_endpoints(ns, None, 100).await.unwrap().len(),
         1
     );
+
+    // Breaking it the same way again repeats the same Warning: one Event
+    // counted twice (its series), not a second Event.
+    apply(
+        &kube,
+        &manifest(ns, "loopback", "  url: http://127.0.0.1:8080/hook\n"),
+    )
+    .await;
+    wait_ready(&kube, "loopback", "False", Some("UrlRefused")).await;
+    wait_for(
+        "the repeated UrlRefused Event counted",
+        RECONCILE,
+        || async {
+            let events: Vec<_> = kube
+                .api::<Event>()
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items
+                .into_iter()
+                .filter(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("loopback")
+                        && e.reason.as_deref() == Some("UrlRefused")
+                })
+                .map(|e| e.series.map(|s| s.count))
+                .collect();
+            match events.as_slice() {
+                [Some(2)] => Ok(()),
+                [None] => Err("not counted yet".to_string()),
+                other => Err(format!("UrlRefused Events (series counts): {other:?}")),
+            }
+        },
+    )
+    .await;
 
     ctl.stop().await;
     app.stop().await;
