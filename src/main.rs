@@ -42,8 +42,9 @@ enum Command {
     Controller,
     /// Print the WebhookEndpoint CustomResourceDefinition as YAML.
     Crd,
-    /// Standalone mode with a built-in receiver you can take down, and live events.
-    Demo,
+    /// Standalone mode with a built-in receiver you can take down, and live events
+    /// (optionally real prices, into a real Discord or Slack channel).
+    Demo(hookit::demo::options::DemoArgs),
     /// Benchmark HookIt (starts its own, or drives one at --target).
     Bench(BenchCli),
     /// Manage API keys.
@@ -164,6 +165,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The demo's flags are checked before anything starts; the error names the
+    // flag and never echoes a webhook URL (clap would, for a value parser's error).
+    let demo = match &cli.command {
+        Command::Demo(args) => match args.validate(&cfg.ssrf_policy()) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                eprintln!("hookit demo: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        _ => None,
+    };
     telemetry::init_logging(cfg.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -184,7 +197,10 @@ fn main() -> ExitCode {
             Command::Worker => roles::worker(cfg, shutdown).await,
             Command::Migrate => roles::migrate(cfg).await,
             Command::Controller => hookit::operator::run(cfg, shutdown).await,
-            Command::Demo => hookit::demo::run(cfg, shutdown).await,
+            Command::Demo(_) => {
+                let opts = demo.unwrap_or_default();
+                hookit::demo::run(cfg, opts, shutdown).await
+            }
             Command::Bench(b) => {
                 let args = hookit::bench::BenchArgs {
                     scenarios: b.scenario,

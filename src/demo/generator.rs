@@ -1,26 +1,14 @@
-//! Live traffic for the demo: a random walk of a few tickers, one
-//! `price.updated` event per ticker every second.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! Simulated prices for the demo: a random walk of a few tickers, which also
+//! takes over from the last real prices when a real source is unreachable.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde::Serialize;
-use serde_json::value::RawValue;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
 
-use super::TENANT;
-use crate::db::events::NewEvent;
-use crate::db::Store;
-
-/// The event type the generator publishes.
+/// The event type the feed publishes.
 pub const EVENT_TYPE: &str = "price.updated";
-/// Time between two rounds of price updates.
-pub const INTERVAL: Duration = Duration::from_secs(1);
+/// What `source` says of a simulated price.
+pub const SIMULATED: &str = "simulated";
 
 /// A simulated instrument.
 #[derive(Debug, Clone)]
@@ -29,6 +17,8 @@ struct Ticker {
     price: f64,
     /// Standard deviation of one step, as a fraction of the price.
     volatility: f64,
+    /// Whether `price` came from a real source at least once.
+    real: bool,
 }
 
 /// The payload of a `price.updated` event.
@@ -40,6 +30,8 @@ pub struct PriceUpdate {
     pub price: f64,
     /// Change from the previous price, in percent.
     pub change_pct: f64,
+    /// Where the price comes from: the price API's host, or `simulated`.
+    pub source: String,
     /// When the price was observed (RFC 3339).
     pub at: String,
 }
@@ -56,6 +48,7 @@ impl Default for Market {
             symbol,
             price,
             volatility,
+            real: false,
         };
         Self {
             tickers: vec![
@@ -86,10 +79,40 @@ impl Market {
                     ticker: t.symbol,
                     price: t.price,
                     change_pct: round((t.price - before) / before * 100.0, 3),
+                    source: SIMULATED.into(),
                     at: at.clone(),
                 }
             })
             .collect()
+    }
+
+    /// The symbols, in publication order.
+    pub fn symbols(&self) -> Vec<&'static str> {
+        self.tickers.iter().map(|t| t.symbol).collect()
+    }
+
+    /// Records a real price of `symbol` from `source`, observed at `at`: the
+    /// walk continues from it when the source goes away, so a fallback does not
+    /// jump back to made-up levels. The first real price shows no change (its
+    /// predecessor was made up). None for an unknown symbol.
+    pub fn observe(
+        &mut self,
+        symbol: &str,
+        price: f64,
+        source: &str,
+        at: DateTime<Utc>,
+    ) -> Option<PriceUpdate> {
+        let t = self.tickers.iter_mut().find(|t| t.symbol == symbol)?;
+        let before = if t.real { t.price } else { price };
+        t.price = price;
+        t.real = true;
+        Some(PriceUpdate {
+            ticker: t.symbol,
+            price,
+            change_pct: round((price - before) / before * 100.0, 3),
+            source: source.into(),
+            at: at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        })
     }
 }
 
@@ -100,53 +123,29 @@ fn gaussian(rng: &mut impl Rng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
-/// Publishes price updates for the demo tenant every [`INTERVAL`] until `shutdown`.
-pub async fn run(store: Store, work: Arc<Notify>, shutdown: CancellationToken) {
-    let mut market = Market::default();
-    let mut rng = StdRng::from_entropy();
-    let mut tick = tokio::time::interval(INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    info!(
-        event_type = EVENT_TYPE,
-        tenant = TENANT,
-        "demo generator started"
-    );
-    let mut failing = false;
-    loop {
-        tokio::select! { _ = tick.tick() => {}, _ = shutdown.cancelled() => return }
-        for update in market.step(&mut rng, Utc::now()) {
-            let payload = serde_json::to_string(&update)
-                .ok()
-                .and_then(|s| RawValue::from_string(s).ok());
-            let Some(payload) = payload else { continue };
-            let ev = NewEvent {
-                event_type: EVENT_TYPE,
-                payload: &payload,
-                idempotency_key: None,
-                traceparent: None,
-                only_endpoint: None,
-            };
-            match store.ingest(TENANT, &ev).await {
-                Ok(_) if failing => {
-                    failing = false;
-                    info!("demo generator publishing again");
-                }
-                Ok(_) => {}
-                // Once per outage, not once per event.
-                Err(e) if !failing => {
-                    failing = true;
-                    warn!(error = %e, "demo generator cannot publish; retrying every second");
-                }
-                Err(_) => {}
-            }
-        }
-        work.notify_one();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    #[test]
+    fn a_real_price_anchors_the_walk() {
+        let mut market = Market::default();
+        let at = Utc::now();
+        let u = market.observe("BTC", 96_000.0, "api.example", at).unwrap();
+        assert_eq!(
+            (u.ticker, u.price, u.source.as_str()),
+            ("BTC", 96_000.0, "api.example")
+        );
+        assert_eq!(u.change_pct, 0.0, "no change from a made-up price");
+        let u = market.observe("BTC", 97_920.0, "api.example", at).unwrap();
+        assert_eq!(u.change_pct, 2.0);
+        assert!(market.observe("DOGE", 1.0, "x", at).is_none());
+        let next = market.step(&mut StdRng::seed_from_u64(1), at);
+        assert!((next[0].price / 97_920.0 - 1.0).abs() < 0.01, "{next:?}");
+        assert_eq!(next[0].source, SIMULATED);
+    }
 
     #[test]
     fn prices_walk_in_small_rounded_steps() {

@@ -7,9 +7,19 @@
 //!   `/v1/demo/receiver`;
 //! - [`setup`]: the `demo` tenant's endpoint pointing at that receiver (reused
 //!   across runs), a fresh API key, and the banner that prints both;
-//! - [`generator`]: a random walk of a few tickers, ingested every second.
+//! - [`channel`]: optionally, a real Discord or Slack channel as a
+//!   `discord`/`slack` endpoint next to the receiver (`--discord-webhook`,
+//!   `--slack-webhook`); Pause/Resume on the dashboard holds and releases it;
+//! - [`prices`]: optionally, a real spot-price API (`--prices`);
+//! - [`feed`]: one `price.updated` event per ticker per round, real when the
+//!   price API answers, from [`generator`]'s random walk otherwise;
+//! - [`options`]: the flags, checked before anything starts.
 
+pub mod channel;
+pub mod feed;
 pub mod generator;
+pub mod options;
+pub mod prices;
 pub mod receiver;
 pub mod setup;
 
@@ -24,6 +34,7 @@ use tracing::error;
 
 use crate::api::DemoControl;
 use crate::config::Config;
+use crate::db::endpoints::check_target;
 use crate::domain::retry::RetryPolicy;
 use crate::roles;
 use receiver::Receiver;
@@ -63,8 +74,28 @@ pub fn demo_config(mut cfg: Config) -> Config {
     cfg
 }
 
-/// Runs the demo until `shutdown`.
-pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// Runs the demo with `opts` (checked against `cfg`'s SSRF policy, as
+/// configured) until `shutdown`.
+pub async fn run(
+    cfg: Config,
+    opts: options::Options,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    // A channel's host is resolved and checked against the policy as configured,
+    // before the demo allows loopback for its own receiver: fail closed.
+    let configured = cfg.ssrf_policy();
+    for c in &opts.channels {
+        check_target(&configured, c.expose_url())
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "{} webhook {} refused: {e}",
+                    c.format().as_str(),
+                    c.redacted()
+                )
+            })?;
+    }
+    let fetcher = opts.prices.clone().map(prices::Fetcher::new).transpose()?;
     let cfg = demo_config(cfg);
     let receiver = Receiver::new(shutdown.clone());
     let (receiver_url, receiver_task) = receiver.clone().serve().await?;
@@ -84,7 +115,20 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
         state.demo = Some(receiver.clone() as Arc<dyn DemoControl>);
         let state = state.clone();
         tokio::spawn(async move {
-            let demo = match setup::prepare(&state, &receiver, &receiver_url, api_addr).await {
+            let prepared = async {
+                let mut demo = setup::prepare(&state, &receiver, &receiver_url, api_addr).await?;
+                for c in &opts.channels {
+                    let (endpoint, reused) = channel::prepare(&state, c).await?;
+                    demo.channels.push(setup::ChannelEndpoint {
+                        endpoint,
+                        reused,
+                        url: c.redacted(),
+                    });
+                }
+                demo.traffic = setup::traffic(opts.prices.as_ref(), opts.interval);
+                anyhow::Ok(demo)
+            };
+            let demo = match prepared.await {
                 Ok(demo) => demo,
                 Err(e) => {
                     error!(error = format!("{e:#}"), "demo setup failed; stopping");
@@ -100,7 +144,14 @@ pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
                 receiver.clone(),
                 stop.clone(),
             ));
-            generator::run(state.store.clone(), state.work.clone(), stop).await;
+            feed::run(
+                state.store.clone(),
+                state.work.clone(),
+                fetcher,
+                opts.interval,
+                stop,
+            )
+            .await;
         });
     })
     .await;

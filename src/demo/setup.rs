@@ -10,6 +10,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::prices::PriceSource;
 use super::receiver::Receiver;
 use super::TENANT;
 use crate::api::AppState;
@@ -37,6 +38,33 @@ pub struct Demo {
     pub api_key: String,
     /// Where the dashboard is.
     pub dashboard_url: String,
+    /// The real chat channels' endpoints.
+    pub channels: Vec<ChannelEndpoint>,
+    /// What the feed publishes, for the banner.
+    pub traffic: String,
+}
+
+/// A real chat channel's endpoint, for the banner.
+#[derive(Debug)]
+pub struct ChannelEndpoint {
+    /// The endpoint (its URL carries the webhook's token: never print it).
+    pub endpoint: Endpoint,
+    /// Whether it was kept from an earlier run.
+    pub reused: bool,
+    /// The webhook URL, redacted.
+    pub url: String,
+}
+
+/// The banner's description of the feed.
+pub fn traffic(prices: Option<&PriceSource>, interval: Duration) -> String {
+    let every = humantime::format_duration(interval);
+    match prices {
+        Some(p) => format!(
+            "price.updated for BTC, ETH and SOL from {}, every {every} (simulated while it does not answer)",
+            p.name()
+        ),
+        None => format!("price.updated for BTC, ETH and SOL (simulated), every {every}"),
+    }
 }
 
 /// The endpoint the demo creates: short retries and timeout, so the story of a
@@ -55,14 +83,18 @@ pub fn endpoint_spec(url: &str, secret: &Secret) -> EndpointSpec {
     }
 }
 
-async fn find_endpoint(store: &Store) -> crate::error::Result<Option<Endpoint>> {
+/// The demo tenant's endpoint with this description that no operator manages.
+pub(super) async fn find_endpoint(
+    store: &Store,
+    description: &str,
+) -> crate::error::Result<Option<Endpoint>> {
     let mut cursor = None;
     loop {
         let page = store.list_endpoints(TENANT, cursor, 100).await?;
         let last = page.last().map(|e| e.id);
         if let Some(ep) = page
             .into_iter()
-            .find(|e| e.description == DESCRIPTION && e.managed_by.is_none())
+            .find(|e| e.description == description && e.managed_by.is_none())
         {
             return Ok(Some(ep));
         }
@@ -83,7 +115,7 @@ pub async fn prepare(
 ) -> anyhow::Result<Demo> {
     let store = &state.store;
     check_target(&state.ssrf, receiver_url).await?;
-    let (endpoint, reused) = match find_endpoint(store)
+    let (endpoint, reused) = match find_endpoint(store, DESCRIPTION)
         .await
         .context("looking up the demo endpoint")?
     {
@@ -122,6 +154,8 @@ pub async fn prepare(
         reused,
         api_key,
         dashboard_url: base_url(api_addr),
+        channels: Vec::new(),
+        traffic: traffic(None, super::options::FAST_INTERVAL),
     })
 }
 
@@ -133,12 +167,14 @@ pub fn print_banner(demo: &Demo) {
     let mut text = format!(
         "\nHookIt demo is running. Open the dashboard and sign in with the API key below.\n\n  \
          Dashboard:       {dashboard}\n  \
-         Demo receiver:   {url}  (endpoint {id}{reused})\n  \
-         Traffic:         price.updated for BTC, ETH and SOL, every second\n\n\
+         Demo receiver:   {url}  (endpoint {id}{reused})\n{channels}  \
+         Traffic:         {traffic}\n\n\
          Take the receiver down from the dashboard's \"Demo receiver\" bar, or with:\n  \
          curl -X POST {api}/v1/demo/receiver -H \"Authorization: Bearer $KEY\" \\\n    \
          -H 'content-type: application/json' -d '{{\"mode\": \"errors\"}}'   # or up, timeouts\n",
         dashboard = demo.dashboard_url,
+        channels = channel_lines(demo),
+        traffic = demo.traffic,
         url = ep.url,
         id = ep.id,
         reused = if demo.reused {
@@ -147,6 +183,24 @@ pub fn print_banner(demo: &Demo) {
             ""
         },
     );
+    if !demo.channels.is_empty() {
+        text.push_str(
+            "\nHold a chat channel with Pause on the Endpoints page (or POST \
+             /v1/endpoints/{id}/pause), release it with Resume.\n",
+        );
+    }
+    for c in demo
+        .channels
+        .iter()
+        .filter(|c| c.endpoint.status != "active")
+    {
+        text.push_str(&format!(
+            "\nNote: the endpoint {} of the {} channel is {}; press Resume on the Endpoints page to deliver to it.\n",
+            c.endpoint.id,
+            c.endpoint.format.as_str(),
+            c.endpoint.status
+        ));
+    }
     if ep.status != "active" {
         text.push_str(&format!(
             "\nNote: the demo endpoint is {}; press Resume on the Endpoints page to deliver to it.\n",
@@ -160,6 +214,28 @@ pub fn print_banner(demo: &Demo) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
+}
+
+fn channel_lines(demo: &Demo) -> String {
+    demo.channels
+        .iter()
+        .map(|c| {
+            let name = match c.endpoint.format.as_str() {
+                "slack" => "Slack channel:",
+                _ => "Discord channel:",
+            };
+            format!(
+                "  {name:<17}{}  (endpoint {}{})\n",
+                c.url,
+                c.endpoint.id,
+                if c.reused {
+                    ", kept from an earlier run"
+                } else {
+                    ""
+                }
+            )
+        })
+        .collect()
 }
 
 /// Keeps the receiver's secret in step with the endpoint's, until `shutdown`.

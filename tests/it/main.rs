@@ -6,6 +6,7 @@ mod chat;
 mod cli;
 mod common;
 mod delivery;
+mod demo_live;
 mod idempotency;
 mod operator;
 mod resilience;

@@ -3,7 +3,9 @@
 //! 400 `Invalid Form Body` otherwise; 5 requests per 2 s per webhook, answered
 //! 429 with `Retry-After`, `X-RateLimit-*` and a JSON `retry_after`, and
 //! `X-RateLimit-*` on every response) and a fake Slack (incoming webhook: text
-//! or blocks within Block Kit's limits; 429 with `Retry-After`).
+//! or blocks within Block Kit's limits; 429 with `Retry-After`). The fake
+//! Discord can also be switched into an outage, answering 500 as Discord does
+//! when it has one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,6 +33,8 @@ pub struct Seen {
     pub rate_limited: usize,
     /// Requests refused with 400, with the error body.
     pub rejected: Vec<Value>,
+    /// Requests answered 500 during an outage.
+    pub failed_in_outage: usize,
 }
 
 #[derive(Default)]
@@ -45,6 +49,8 @@ struct Shared {
     buckets: Arc<Mutex<HashMap<String, Bucket>>>,
     /// Slack: answer this many requests with 429 before accepting.
     slack_refusals: Arc<Mutex<u32>>,
+    /// Discord: answer every request with 500.
+    outage: Arc<Mutex<bool>>,
 }
 
 /// A running fake.
@@ -82,6 +88,11 @@ impl ChatFake {
         format!("{}{path}", self.base)
     }
 
+    /// Starts (true) or ends (false) an outage: Discord answers 500 meanwhile.
+    pub fn set_outage(&self, on: bool) {
+        *self.shared.outage.lock().unwrap() = on;
+    }
+
     /// What it saw so far.
     pub fn seen(&self) -> Seen {
         self.shared.seen.lock().unwrap().clone()
@@ -110,6 +121,14 @@ async fn discord(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if *s.outage.lock().unwrap() {
+        s.seen.lock().unwrap().failed_in_outage += 1;
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"message": "500: Internal Server Error", "code": 0})),
+        )
+            .into_response();
+    }
     // The bucket, like Discord's: a window opens with its first request.
     let (remaining, reset_after) = {
         let mut buckets = s.buckets.lock().unwrap();
