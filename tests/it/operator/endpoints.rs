@@ -256,19 +256,22 @@ async fn a_url_refused_by_the_ssrf_policy_is_reported_in_status_and_not_stored()
         1
     );
 
-    // Breaking it the same way again repeats the same Warning: one Event
-    // counted twice (its series), not a second Event.
-    apply(
-        &kube,
-        &manifest(ns, "loopback", "  url: http://127.0.0.1:8080/hook\n"),
-    )
-    .await;
+    // Breaking it again refuses it with a new message (the endpoint keeps its
+    // last accepted settings): a second Event. Fixing and breaking it once more
+    // repeats that exact Warning: counted on it (its series), not a third Event.
+    let refused = manifest(ns, "loopback", "  url: http://127.0.0.1:8080/hook\n");
+    let fixed = manifest(ns, "loopback", "  url: http://93.184.216.34/hook\n");
+    apply(&kube, &refused).await;
+    wait_ready(&kube, "loopback", "False", Some("UrlRefused")).await;
+    apply(&kube, &fixed).await;
+    wait_ready(&kube, "loopback", "True", None).await;
+    apply(&kube, &refused).await;
     wait_ready(&kube, "loopback", "False", Some("UrlRefused")).await;
     wait_for(
         "the repeated UrlRefused Event counted",
         RECONCILE,
         || async {
-            let events: Vec<_> = kube
+            let mut counts: Vec<_> = kube
                 .api::<Event>()
                 .list(&ListParams::default())
                 .await
@@ -281,9 +284,9 @@ async fn a_url_refused_by_the_ssrf_policy_is_reported_in_status_and_not_stored()
                 })
                 .map(|e| e.series.map(|s| s.count))
                 .collect();
-            match events.as_slice() {
-                [Some(2)] => Ok(()),
-                [None] => Err("not counted yet".to_string()),
+            counts.sort();
+            match counts.as_slice() {
+                [None, Some(2)] => Ok(()),
                 other => Err(format!("UrlRefused Events (series counts): {other:?}")),
             }
         },
