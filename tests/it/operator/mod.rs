@@ -13,6 +13,7 @@ mod chart;
 mod crd;
 mod endpoints;
 mod env;
+mod feed;
 mod install;
 mod leader;
 mod node;
