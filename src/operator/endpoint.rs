@@ -10,15 +10,12 @@
 //! reconciles it when its delivery figures change, and the watches when the
 //! resource or its Secrets do.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::events::EventType;
 use chrono::{DateTime, SecondsFormat, Utc};
-use k8s_openapi::api::core::v1::Secret as KubeSecret;
-use k8s_openapi::ByteString;
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
 use kube::{Api, Resource, ResourceExt};
@@ -27,26 +24,22 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tracing::{info, instrument, warn};
 
-use super::crd::{
-    Condition, DeliveryFigures, WebhookEndpoint, WebhookEndpointStatus, DEFAULT_SECRET_KEY, READY,
-};
+use super::crd::{Condition, DeliveryFigures, WebhookEndpoint, WebhookEndpointStatus, READY};
+use super::signing::signing_secret;
 use super::{Context, Error, FIELD_MANAGER};
-use crate::db::endpoints::{check_target, Endpoint, EndpointSpec, ManagedEndpoint};
+use crate::db::endpoints::{check_target, EndpointSpec, ManagedEndpoint};
 use crate::db::figures::DeliverySummary;
 use crate::domain::ids::EndpointId;
-use crate::domain::signing;
 use crate::domain::ssrf::SsrfError;
 
 /// Finalizer that retires the endpoint before the resource goes.
 pub const FINALIZER: &str = "hookit.dev/endpoint";
-/// Label on generated signing Secrets (the controller watches them through it).
-pub const SIGNING_LABEL: &str = "hookit.dev/signing-secret";
 /// Window of the delivery figures in `.status.deliveries`.
 const FIGURES_WINDOW_HOURS: i64 = 24;
 /// Requeue after a refusal that only a spec change can fix.
-const SLOW_RETRY: Duration = Duration::from_secs(300);
+pub(super) const SLOW_RETRY: Duration = Duration::from_secs(300);
 /// Requeue after a refusal that may fix itself (DNS, a Secret yet to be created).
-const SOON_RETRY: Duration = Duration::from_secs(60);
+pub(super) const SOON_RETRY: Duration = Duration::from_secs(60);
 /// Requeue of an applied endpoint: a safety net only. Its figures follow the
 /// change feed and its inputs are watched; this catches what neither sees: a
 /// URL whose DNS name now resolves to a refused address (the worker refuses to
@@ -60,10 +53,10 @@ const SAFETY_RESYNC: Duration = Duration::from_secs(3600);
 const SAFETY_SPREAD: Duration = Duration::from_secs(600);
 
 /// Why the spec cannot be honoured: reported in `.status`, retried slowly.
-struct Rejection {
-    reason: &'static str,
-    message: String,
-    retry: Duration,
+pub(super) struct Rejection {
+    pub reason: &'static str,
+    pub message: String,
+    pub retry: Duration,
 }
 
 impl Rejection {
@@ -86,12 +79,6 @@ impl Rejection {
             },
         }
     }
-}
-
-/// The signing secret and the Secret it came from.
-struct Signing {
-    secret: signing::Secret,
-    secret_name: String,
 }
 
 /// What was last written for a resource: a reconcile with the same generation
@@ -266,11 +253,12 @@ pub(super) fn follows_deliveries(status: &WebhookEndpointStatus) -> bool {
 /// state, its circuit and its figures. When it does, an apply would write nothing.
 pub(super) fn shows(
     status: &WebhookEndpointStatus,
-    ep: &Endpoint,
+    state: &str,
+    circuit_state: &str,
     figures: DeliverySummary,
 ) -> bool {
-    status.state.as_deref() == Some(ep.status.as_str())
-        && status.circuit_state.as_deref() == Some(ep.circuit_state.as_str())
+    status.state.as_deref() == Some(state)
+        && status.circuit_state.as_deref() == Some(circuit_state)
         && status.deliveries.as_ref() == Some(&delivery_figures(figures))
 }
 
@@ -407,198 +395,4 @@ async fn write_status(
         }
     }
     Ok(())
-}
-
-/// The signing secret: from `spec.secretRef`, or the generated `<name>-signing`.
-async fn signing_secret(
-    we: &WebhookEndpoint,
-    ctx: &Context,
-    previous: &WebhookEndpointStatus,
-) -> Result<Result<Signing, Rejection>, Error> {
-    let ns = we.namespace().ok_or(Error::Incomplete("namespace"))?;
-    let secrets: Api<KubeSecret> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(r) = &we.spec.secret_ref else {
-        return generated_secret(we, ctx, &secrets, previous).await;
-    };
-    let key = r.key.as_deref().unwrap_or(DEFAULT_SECRET_KEY);
-    let Some(s) = secrets.get_opt(&r.name).await? else {
-        return Ok(Err(Rejection {
-            reason: "SecretNotFound",
-            message: format!("Secret {} (spec.secretRef) does not exist", r.name),
-            retry: SOON_RETRY,
-        }));
-    };
-    Ok(match read_key(&s, key) {
-        Ok(secret) => Ok(Signing {
-            secret,
-            secret_name: r.name.clone(),
-        }),
-        Err(why) => Err(Rejection {
-            reason: "InvalidSecret",
-            message: format!("Secret {} (spec.secretRef): {why}", r.name),
-            retry: SLOW_RETRY,
-        }),
-    })
-}
-
-/// Reads and parses a `whsec_…` value; the error never contains the value.
-fn read_key(s: &KubeSecret, key: &str) -> Result<signing::Secret, String> {
-    let bytes = s
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .ok_or_else(|| format!("has no key `{key}`"))?;
-    let text = std::str::from_utf8(&bytes.0).map_err(|_| format!("key `{key}` is not text"))?;
-    signing::Secret::parse(text.trim()).map_err(|e| format!("key `{key}`: {e}"))
-}
-
-/// Name of the Secret generated for WebhookEndpoint `name`.
-pub(super) fn signing_secret_name(name: &str) -> String {
-    format!("{name}{SIGNING_SUFFIX}")
-}
-
-/// Suffix of generated signing Secrets; the Secret watch maps a Secret of such a
-/// name back to its endpoint, whoever owns it (see `referencing` in the module root).
-pub(super) const SIGNING_SUFFIX: &str = "-signing";
-
-/// Ensures Secret `<name>-signing`, owned by the resource. A missing Secret is
-/// recreated with the secret the endpoint already signs with (so deleting it by
-/// mistake does not rotate); a fresh one is generated only for a new endpoint.
-async fn generated_secret(
-    we: &WebhookEndpoint,
-    ctx: &Context,
-    secrets: &Api<KubeSecret>,
-    previous: &WebhookEndpointStatus,
-) -> Result<Result<Signing, Rejection>, Error> {
-    let name = signing_secret_name(&we.name_any());
-    let uid = we.uid().ok_or(Error::Incomplete("uid"))?;
-    let existing = secrets.get_opt(&name).await?;
-    let owned = |s: &KubeSecret| s.owner_references().iter().any(|o| o.uid == uid);
-    // Owned by an earlier WebhookEndpoint of the same name, which is gone (names are
-    // unique, so a different UID means it was deleted and recreated).
-    let stale = |s: &KubeSecret| {
-        s.owner_references().iter().any(|o| {
-            o.kind == WebhookEndpoint::kind(&()) && o.name == we.name_any() && o.uid != uid
-        })
-    };
-    match existing {
-        Some(s) if owned(&s) => Ok(read_key(&s, DEFAULT_SECRET_KEY)
-            .map(|secret| Signing {
-                secret,
-                secret_name: name.clone(),
-            })
-            .map_err(|why| Rejection {
-                reason: "InvalidSecret",
-                message: format!(
-                    "Secret {name}: {why}; write a valid whsec_ value into it, or delete it to have it recreated"
-                ),
-                retry: SLOW_RETRY,
-            })),
-        Some(s) if stale(&s) => {
-            let secret = signing::Secret::generate();
-            let mut object = signing_secret_object(we, &name, &secret)?;
-            object.metadata.resource_version = s.resource_version();
-            secrets
-                .replace(&name, &post_params(), &object)
-                .await?;
-            ctx.publish(
-                &we.object_ref(&()),
-                EventType::Normal,
-                "SigningSecretCreated",
-                "CreateSecret",
-                &format!("took over Secret {name} left by an earlier WebhookEndpoint of this name, with a new signing secret"),
-            )
-            .await;
-            Ok(Ok(Signing {
-                secret,
-                secret_name: name,
-            }))
-        }
-        Some(_) => Ok(Err(Rejection {
-            reason: "SecretConflict",
-            message: format!(
-                "Secret {name} exists and is not owned by this WebhookEndpoint; rename or delete it, or point spec.secretRef at it"
-            ),
-            retry: SLOW_RETRY,
-        })),
-        None => {
-            let current = match previous
-                .endpoint_id
-                .as_deref()
-                .and_then(|id| id.parse::<EndpointId>().ok())
-            {
-                Some(id) => match ctx
-                    .store
-                    .get_endpoint_secret(&we.namespace().unwrap_or_default(), id)
-                    .await
-                {
-                    Ok(s) => Some(s),
-                    Err(crate::error::Error::NotFound(_)) => None,
-                    Err(e) => return Err(e.into()),
-                },
-                None => None,
-            };
-            let restored = current.is_some();
-            let secret = current.unwrap_or_else(signing::Secret::generate);
-            secrets
-                .create(&post_params(), &signing_secret_object(we, &name, &secret)?)
-                .await?;
-            let note = if restored {
-                format!("recreated Secret {name} with the endpoint's current signing secret")
-            } else {
-                format!("generated a signing secret into Secret {name}")
-            };
-            ctx.publish(
-                &we.object_ref(&()),
-                EventType::Normal,
-                "SigningSecretCreated",
-                "CreateSecret",
-                &note,
-            )
-            .await;
-            Ok(Ok(Signing {
-                secret,
-                secret_name: name,
-            }))
-        }
-    }
-}
-
-fn post_params() -> PostParams {
-    PostParams {
-        dry_run: false,
-        field_manager: Some(FIELD_MANAGER.into()),
-    }
-}
-
-fn signing_secret_object(
-    we: &WebhookEndpoint,
-    name: &str,
-    secret: &signing::Secret,
-) -> Result<KubeSecret, Error> {
-    let mut owner = we
-        .controller_owner_ref(&())
-        .ok_or(Error::Incomplete("uid"))?;
-    owner.block_owner_deletion = Some(true);
-    Ok(KubeSecret {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            namespace: we.namespace(),
-            owner_references: Some(vec![owner]),
-            labels: Some(BTreeMap::from([
-                (SIGNING_LABEL.to_string(), "true".to_string()),
-                (
-                    "app.kubernetes.io/managed-by".to_string(),
-                    "hookit".to_string(),
-                ),
-            ])),
-            ..Default::default()
-        },
-        type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([(
-            DEFAULT_SECRET_KEY.to_string(),
-            ByteString(secret.expose().into_bytes()),
-        )])),
-        ..Default::default()
-    })
 }

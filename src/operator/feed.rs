@@ -41,6 +41,9 @@ use crate::db::figures::{FigureChanges, ManagedEndpointRef};
 /// worker, the database and the controller that disagree by seconds.
 const LAG_SLACK: Duration = Duration::from_secs(60);
 
+/// Endpoints whose figures one statement computes (and the feed holds) at a time.
+const FIGURES_CHUNK: usize = 500;
+
 /// How long after its start an attempt's row may be written: the longest
 /// per-attempt timeout (an endpoint's own, or the server-wide one when larger),
 /// plus [`LAG_SLACK`].
@@ -115,6 +118,11 @@ impl Feed {
     }
 
     /// The endpoints whose status the database has moved away from.
+    ///
+    /// The figures are asked for [`FIGURES_CHUNK`] endpoints at a time: after a
+    /// mass change (10,000 resources applied, every one of them in the window
+    /// for the next minutes) one statement for all of them held every row and
+    /// its figures at once, which set the controller's peak memory.
     async fn stale(
         &self,
         window: &FigureChanges,
@@ -122,30 +130,37 @@ impl Feed {
     ) -> crate::error::Result<Vec<ObjectRef<WebhookEndpoint>>> {
         let changed = self.ctx.store.figures_changed(window).await?;
         let candidates: Vec<_> = changed.into_iter().filter_map(|c| self.cached(c)).collect();
-        if candidates.is_empty() {
-            return Ok(Vec::new());
+        let since = endpoint::figures_since(now);
+        let mut stale = Vec::new();
+        for chunk in candidates.chunks(FIGURES_CHUNK) {
+            let keys: Vec<_> = chunk
+                .iter()
+                .map(|(_, _, c)| (c.tenant.clone(), c.id))
+                .collect();
+            let mut figures: HashMap<_, _> = self
+                .ctx
+                .store
+                .delivery_summaries(&keys, since)
+                .await?
+                .into_iter()
+                .collect();
+            stale.extend(
+                chunk
+                    .iter()
+                    .filter(|(_, we, c)| {
+                        let shown = we.status.as_ref().zip(figures.remove(&c.id));
+                        !shown.is_some_and(|(st, f)| {
+                            endpoint::shows(st, &c.state, &c.circuit_state, f)
+                        })
+                    })
+                    .map(|(r, _, _)| r.clone()),
+            );
         }
-        let keys: Vec<_> = candidates
-            .iter()
-            .map(|(_, _, c)| (c.tenant.clone(), c.endpoint.id))
-            .collect();
-        let mut figures: HashMap<_, _> = self
-            .ctx
-            .store
-            .delivery_summaries(&keys, endpoint::figures_since(now))
-            .await?
-            .into_iter()
-            .collect();
-        let looked = candidates.len();
-        let stale: Vec<_> = candidates
-            .into_iter()
-            .filter(|(_, we, c)| {
-                let shown = we.status.as_ref().zip(figures.remove(&c.endpoint.id));
-                !shown.is_some_and(|(st, f)| endpoint::shows(st, &c.endpoint, f))
-            })
-            .map(|(r, _, _)| r)
-            .collect();
-        debug!(looked, stale = stale.len(), "delivery change feed");
+        debug!(
+            looked = candidates.len(),
+            stale = stale.len(),
+            "delivery change feed"
+        );
         Ok(stale)
     }
 

@@ -20,6 +20,7 @@ mod error;
 mod events;
 mod feed;
 mod leader;
+mod signing;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -43,9 +44,10 @@ use crate::roles;
 
 pub use api_key::{FINALIZER as API_KEY_FINALIZER, LABEL as API_KEY_LABEL};
 pub use crd::{WebhookEndpoint, WebhookEndpointSpec, WebhookEndpointStatus};
-pub use endpoint::{FINALIZER as ENDPOINT_FINALIZER, SIGNING_LABEL};
+pub use endpoint::FINALIZER as ENDPOINT_FINALIZER;
 pub use error::Error;
 pub use leader::LeaseSettings;
+pub use signing::SIGNING_LABEL;
 
 /// Field manager of everything the controller writes (status, Secrets, finalizers).
 pub const FIELD_MANAGER: &str = "hookit-controller";
@@ -125,6 +127,7 @@ pub async fn run_with(cfg: &Config, deps: Deps, shutdown: CancellationToken) -> 
         namespace: cfg.watch_namespace.clone(),
         failures: Mutex::new(HashMap::new()),
         applied: Mutex::new(HashMap::new()),
+        signing: signing::SigningCache::empty(),
     });
     leader::lead(deps.client, &lease, shutdown, move |stop| {
         run_controllers(ctx.clone(), stop)
@@ -159,6 +162,8 @@ pub(crate) struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// What was last written per WebhookEndpoint UID (while this replica leads).
     applied: Mutex<HashMap<String, endpoint::Applied>>,
+    /// The generated signing Secrets, as the labelled watch last saw them.
+    signing: signing::SigningCache,
 }
 
 impl Context {
@@ -251,7 +256,7 @@ fn referencing(
     secret: &api_key::SecretMeta,
 ) -> Vec<ObjectRef<WebhookEndpoint>> {
     let (ns, name) = (secret.namespace(), secret.name_any());
-    let generated_for = name.strip_suffix(endpoint::SIGNING_SUFFIX);
+    let generated_for = name.strip_suffix(signing::SIGNING_SUFFIX);
     cache
         .state()
         .iter()
@@ -274,15 +279,26 @@ async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
     let endpoints = controller_for(ctx.api::<WebhookEndpoint>());
     let cache = endpoints.store();
     let changes = feed::changes(ctx.clone(), cache.clone());
+    // Generated signing Secrets, whole (their value is what the reconciler
+    // reads): a change of their content rotates the secret. The reflector
+    // stores each change before passing it on, so the reconcile it triggers
+    // reads the new value from `ctx.signing`.
+    let (signing_cache, signing_writer) = reflector::store();
+    ctx.signing.replace(signing_cache);
+    let generated = reflector::reflector(
+        signing_writer,
+        watcher(
+            ctx.api::<k8s_openapi::api::core::v1::Secret>(),
+            watcher::Config::default().labels(&format!("{SIGNING_LABEL}=true")),
+        )
+        .modify(slim),
+    )
+    .touched_objects();
     let endpoints = endpoints
         // Endpoints whose delivery figures changed, instead of a periodic
         // reconcile of every endpoint.
         .reconcile_on(changes)
-        // Generated signing Secrets: a change of their content rotates the secret.
-        .owns(
-            secrets.clone(),
-            watcher::Config::default().labels(&format!("{SIGNING_LABEL}=true")),
-        )
+        .owns_stream(generated)
         // Secrets named by spec.secretRef, and foreign ones in the way of a generated
         // Secret (any Secret; only metadata is watched).
         .watches(secrets.clone(), watcher::Config::default(), move |s| {

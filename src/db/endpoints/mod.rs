@@ -82,6 +82,15 @@ pub struct Endpoint {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The circuit breaker's state as the API and the status show it.
+pub(crate) fn circuit_name(open: bool) -> &'static str {
+    if open {
+        "open"
+    } else {
+        "closed"
+    }
+}
+
 #[derive(FromRow)]
 pub(super) struct EndpointRow {
     id: Uuid,
@@ -115,7 +124,7 @@ impl From<EndpointRow> for Endpoint {
             status: r.status,
             disabled_reason: r.disabled_reason,
             managed_by: r.managed_by,
-            circuit_state: if r.circuit_open { "open" } else { "closed" }.into(),
+            circuit_state: circuit_name(r.circuit_open).into(),
             consecutive_failures: r.consecutive_failures,
             headers: r.headers.0,
             max_attempts: r.max_attempts,
