@@ -8,6 +8,8 @@
 #   scripts/k8s-bins.sh [all]           build whatever is missing or stale (default)
 #   scripts/k8s-bins.sh kube-apiserver|kube-controller-manager|etcd|helm   build just one
 #   scripts/k8s-bins.sh keda-crds                  fetch KEDA's CRDs (tests/k8s-bins/keda/pin)
+#   scripts/k8s-bins.sh kubelet         kubelet + kube-scheduler (tests/k8s-bins/node) for
+#                                       scripts/kubelet-node.sh; not part of `all`
 #   scripts/k8s-bins.sh check           exit 0 if all are built and current, 1 otherwise
 #   scripts/k8s-bins.sh path            print the bin directory
 #   scripts/k8s-bins.sh regen-apiserver-mod v1.35.N   rewrite tests/k8s-bins/apiserver/go.mod for another release
@@ -92,9 +94,10 @@ build_one() {
   log "$name $version: built in $(( $(date +%s) - start ))s"
 }
 
-# k8s_build NAME: kube-apiserver or kube-controller-manager, from the same pin.
+# k8s_build NAME [PIN_DIR]: a binary of k8s.io/kubernetes/cmd/NAME, from the pin in
+# PIN_DIR (default the apiserver's; the kubelet's has the same release).
 k8s_build() {
-  local d="$PINS/apiserver" v major minor ldflags=""
+  local d="${2:-$PINS/apiserver}" v major minor ldflags=""
   v="$(pinned_version "$d" k8s.io/kubernetes)"
   [[ -n "$v" ]] || die "cannot read k8s.io/kubernetes version from $d/go.mod"
   major="${v#v}"; major="${major%%.*}"
@@ -214,6 +217,7 @@ case "$cmd" in
   etcd) with_lock; build_etcd; echo "$BIN_DIR" ;;
   helm) with_lock; build_helm; echo "$BIN_DIR" ;;
   keda-crds) with_lock; keda_crds; echo "$BIN_DIR" ;;
+  kubelet) with_lock; k8s_build kubelet "$PINS/node"; k8s_build kube-scheduler "$PINS/node"; echo "$BIN_DIR" ;;
   check) check_all ;;
   path) echo "$BIN_DIR" ;;
   regen-apiserver-mod) regen_apiserver_mod "${2:-}" ;;
