@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes binaries the operator tests need -- kube-apiserver,
-# kube-controller-manager, etcd and helm -- from source with the Go toolchain
-# (the "envtest" arrangement: a real API server + etcd, plus the controller
-# manager for the chart-run test; no kubelet, no container runtime, no downloads
-# of prebuilt binaries).
+# kube-controller-manager, etcd, helm, kubelet and kube-scheduler -- from source
+# with the Go toolchain (the "envtest" arrangement: a real API server + etcd,
+# plus the controller manager for the chart-run test, and the kubelet and
+# scheduler of the kubelet test's node; no downloads of prebuilt binaries).
 #
 #   scripts/k8s-bins.sh [all]           build whatever is missing or stale (default)
 #   scripts/k8s-bins.sh kube-apiserver|kube-controller-manager|etcd|helm   build just one
 #   scripts/k8s-bins.sh keda-crds                  fetch KEDA's CRDs (tests/k8s-bins/keda/pin)
-#   scripts/k8s-bins.sh kubelet         kubelet + kube-scheduler (tests/k8s-bins/node) for
-#                                       scripts/kubelet-node.sh; not part of `all`
+#   scripts/k8s-bins.sh kubelet         kubelet + kube-scheduler (tests/k8s-bins/node), for
+#                                       scripts/kubelet-node.sh (also part of `all`)
 #   scripts/k8s-bins.sh check           exit 0 if all are built and current, 1 otherwise
 #   scripts/k8s-bins.sh path            print the bin directory
 #   scripts/k8s-bins.sh regen-apiserver-mod v1.35.N   rewrite tests/k8s-bins/apiserver/go.mod for another release
@@ -156,6 +156,8 @@ check_all() {
   is_current kube-controller-manager "$PINS/apiserver" "$(pinned_version "$PINS/apiserver" k8s.io/kubernetes)" || ok=1
   is_current etcd "$PINS/etcd" "$(pinned_version "$PINS/etcd" go.etcd.io/etcd/server/v3)" || ok=1
   is_current helm "$PINS/helm" "$(pinned_version "$PINS/helm" helm.sh/helm/v3)" || ok=1
+  is_current kubelet "$PINS/node" "$(pinned_version "$PINS/node" k8s.io/kubernetes)" || ok=1
+  is_current kube-scheduler "$PINS/node" "$(pinned_version "$PINS/node" k8s.io/kubernetes)" || ok=1
   [[ -f "$BIN_DIR/../keda-crds/.stamp" ]] || ok=1
   return $ok
 }
@@ -208,6 +210,7 @@ case "$cmd" in
     if ! check_all; then
       with_lock
       build_etcd; k8s_build kube-apiserver; k8s_build kube-controller-manager; build_helm; keda_crds
+      k8s_build kubelet "$PINS/node"; k8s_build kube-scheduler "$PINS/node"
     else
       log "all binaries up to date"
     fi

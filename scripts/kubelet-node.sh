@@ -6,12 +6,13 @@
 # k8s.io/kubernetes pin (scripts/k8s-bins.sh kubelet). No registry is reached:
 # images are imported from docker-archive tars (scripts/docker-archive.py).
 #
-# Not used by the test suite yet: the chart-run test still runs on the stand-in
-# node (tests/it/operator/node/). This is the recipe that works here, kept so
-# the chart can move onto it; docs/kubernetes.md ("A real kubelet") says what was
-# tried and what is left.
+# The kubelet test (tests/it/operator/kubelet.rs) installs the chart on it; the
+# README's whole path still runs on the stand-in node (tests/it/operator/node/),
+# which also stands in for kube-proxy and DNS. docs/kubernetes.md ("A real
+# kubelet") says what was tried and what is left.
 #
 #   scripts/kubelet-node.sh start DIR            start everything; waits for Node Ready
+#                                                (pods get 10.244.0.x; the host is 10.244.0.1)
 #   scripts/kubelet-node.sh import DIR TAR...    import docker-archive images
 #   scripts/kubelet-node.sh stop DIR             stop everything, undo the host changes
 #
@@ -185,6 +186,13 @@ start() {
   if [[ ! -f "$DIR/sysctl-saved" ]]; then
     for k in "${SYSCTLS[@]}"; do echo "$k=$(sysctl -n "$k")"; done >"$DIR/sysctl-saved"
     for d in "${HOST_DIRS[@]}"; do [[ -e "$d" ]] || echo "$d"; done >"$DIR/host-dirs-created"
+  fi
+  # The pods' bridge, made now rather than at the first pod, so that services
+  # for the pods (a database, a receiver) can listen on its address at once.
+  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip link add "$BRIDGE" type bridge
+    ip addr add "${POD_CIDR%.0/24}.1/24" dev "$BRIDGE"
+    ip link set "$BRIDGE" up
   fi
   log "starting containerd"
   setsid containerd --config "$DIR/containerd/config.toml" </dev/null >"$DIR/containerd.log" 2>&1 &

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine, from the project's
 # own files: PostgreSQL server binaries, Chromium, the Node test tools, the Python
-# fuzzing tools, the tools of the chart-run test's stand-in node and the
-# Go-built Kubernetes test binaries. Idempotent and quick
+# fuzzing tools, the tools of the chart-run test's stand-in node and of the
+# kubelet test's real node, and the Go-built Kubernetes test binaries. Idempotent and quick
 # when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,14 @@ command -v openssl >/dev/null || apt_packages+=(openssl)
 command -v ip >/dev/null || apt_packages+=(iproute2)
 command -v setpriv >/dev/null || apt_packages+=(util-linux)
 command -v curl >/dev/null || apt_packages+=(curl)
+# The kubelet test's node (scripts/kubelet-node.sh): containerd, runc and the
+# bridge CNI plugin; gcc for its pause image; strip for the HookIt image.
+command -v containerd >/dev/null || apt_packages+=(containerd)
+command -v runc >/dev/null || apt_packages+=(runc)
+[ -x /usr/lib/cni/bridge ] || apt_packages+=(containernetworking-plugins)
+command -v iptables >/dev/null || apt_packages+=(iptables)
+command -v gcc >/dev/null || apt_packages+=(gcc libc6-dev)
+command -v strip >/dev/null || apt_packages+=(binutils)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   echo "setup: installing ${apt_packages[*]}" >&2
   if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi

@@ -127,6 +127,7 @@ async fn the_readme_install_starts_the_chart_and_delivers_through_its_service() 
         eprintln!("SKIPPING the chart-run test: {why}");
         return;
     }
+    let _one_node = super::NODE_LOCK.lock().await;
     let Some(cluster) = PrivateEnv::start("chart") else {
         return;
     };

@@ -15,6 +15,7 @@ mod endpoints;
 mod env;
 mod feed;
 mod install;
+mod kubelet;
 mod leader;
 mod node;
 mod rbac;
@@ -27,6 +28,10 @@ use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
 
 use env::{wait_for, Kube};
+
+/// Held by the tests that run a node (the stand-in, or a real kubelet): both use
+/// 10.244.0.0/24, and the kubelet adds rules to the host's iptables.
+pub(crate) static NODE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// How long a reconcile may take to show up in a test.
 const RECONCILE: Duration = Duration::from_secs(30);
