@@ -97,35 +97,10 @@ async fn sh(
     )
 }
 
-/// What the node needs that a plain test machine may lack.
-fn node_prerequisites() -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("the stand-in node needs root (network and mount namespaces)".into());
-    }
-    for tool in ["ip", "nsenter", "unshare", "setpriv", "curl"] {
-        let found = std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            return Err(format!("{tool} is not installed"));
-        }
-    }
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_readme_install_starts_the_chart_and_delivers_through_its_service() {
-    if let Err(why) = node_prerequisites() {
-        // HOOKIT_CHART_RUN=skip: a CI that runs this test in a step of its own
-        // as root (the GitHub workflow does) says so, rather than hiding it.
-        let opted_out = std::env::var("HOOKIT_CHART_RUN").as_deref() == Ok("skip");
-        if std::env::var("HOOKIT_REQUIRE_K8S").as_deref() == Ok("1") && !opted_out {
-            panic!("HOOKIT_REQUIRE_K8S=1 but {why} (HOOKIT_CHART_RUN=skip skips only this test)");
-        }
-        eprintln!("SKIPPING the chart-run test: {why}");
-        return;
+    if let Err(why) = super::node_prerequisites(&["ip", "nsenter", "unshare", "setpriv", "curl"]) {
+        return super::skip_node_test("chart-run", "HOOKIT_CHART_RUN", &why);
     }
     let _one_node = super::NODE_LOCK.lock().await;
     let Some(cluster) = PrivateEnv::start("chart") else {

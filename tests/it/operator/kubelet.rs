@@ -92,10 +92,7 @@ fn script(args: &[&str]) -> std::process::Output {
 
 /// Why the kubelet cannot run here, if it cannot.
 fn prerequisites() -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err("a kubelet needs root".into());
-    }
+    super::node_prerequisites(&["containerd", "runc", "ctr", "strip", "ldd", "python3", "ip"])?;
     for bin in [
         "kubelet",
         "kube-scheduler",
@@ -107,15 +104,6 @@ fn prerequisites() -> Result<(), String> {
                 "{bin} missing from {} (scripts/k8s-bins.sh)",
                 bins_dir().display()
             ));
-        }
-    }
-    for tool in ["containerd", "runc", "ctr", "strip", "ldd", "python3", "ip"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !found {
-            return Err(format!("{tool} is not installed (scripts/setup.sh)"));
         }
     }
     Ok(())
@@ -180,6 +168,11 @@ async fn forward(bind: &str, to: std::net::SocketAddr) -> u16 {
         }
     });
     port
+}
+
+/// The JSON body of the answer to `req`.
+async fn json_of(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
 }
 
 async fn create_secret(client: &Client, name: &str, key: &str, value: &str) {
@@ -252,13 +245,7 @@ fn hookit_processes() -> Vec<(String, [String; 5])> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_real_kubelet_runs_the_charts_workers_and_they_deliver_signed() {
     if let Err(why) = prerequisites() {
-        // HOOKIT_KUBELET_RUN=skip: a CI that cannot host a kubelet says so.
-        let opted_out = std::env::var("HOOKIT_KUBELET_RUN").as_deref() == Ok("skip");
-        if std::env::var("HOOKIT_REQUIRE_K8S").as_deref() == Ok("1") && !opted_out {
-            panic!("HOOKIT_REQUIRE_K8S=1 but {why} (HOOKIT_KUBELET_RUN=skip skips only this test)");
-        }
-        eprintln!("SKIPPING the kubelet test: {why}");
-        return;
+        return super::skip_node_test("kubelet", "HOOKIT_KUBELET_RUN", &why);
     }
     // One node of either kind at a time: both use 10.244.0.0/24 (in different
     // network namespaces), and the kubelet adds iptables rules to the host's.
@@ -418,28 +405,20 @@ async fn a_real_kubelet_runs_the_charts_workers_and_they_deliver_signed() {
         .to_string();
     let api = format!("http://{}:8080", pod_ips[0]);
     let http = reqwest::Client::new();
-    let created: Value = http
-        .post(format!("{api}/v1/endpoints"))
-        .bearer_auth(&key)
-        .json(&json!({ "url": receiver.url("/hooks/kubelet"), "event_types": ["order.*"] }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = json_of(
+        http.post(format!("{api}/v1/endpoints"))
+            .bearer_auth(&key)
+            .json(&json!({ "url": receiver.url("/hooks/kubelet"), "event_types": ["order.*"] })),
+    )
+    .await;
     let id = created["id"]
         .as_str()
         .unwrap_or_else(|| panic!("{created}"));
-    let secret: Value = http
-        .get(format!("{api}/v1/endpoints/{id}/secret"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let secret = json_of(
+        http.get(format!("{api}/v1/endpoints/{id}/secret"))
+            .bearer_auth(&key),
+    )
+    .await;
     let published = http
         .post(format!("{api}/v1/events"))
         .bearer_auth(&key)

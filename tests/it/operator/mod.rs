@@ -33,6 +33,35 @@ use env::{wait_for, Kube};
 /// 10.244.0.0/24, and the kubelet adds rules to the host's iptables.
 pub(crate) static NODE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Why a node test cannot run here: not root, or one of `tools` missing.
+fn node_prerequisites(tools: &[&str]) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("a node needs root (namespaces, mounts, cgroups)".into());
+    }
+    for tool in tools {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            return Err(format!("{tool} is not installed (scripts/setup.sh)"));
+        }
+    }
+    Ok(())
+}
+
+/// Skips a node test that cannot run here, or fails it under
+/// `HOOKIT_REQUIRE_K8S=1` unless `opt_out=skip` says that a CI runs it in a
+/// step of its own (as root: the GitHub workflow does), rather than hiding it.
+fn skip_node_test(test: &str, opt_out: &str, why: &str) {
+    let opted_out = std::env::var(opt_out).as_deref() == Ok("skip");
+    if std::env::var("HOOKIT_REQUIRE_K8S").as_deref() == Ok("1") && !opted_out {
+        panic!("HOOKIT_REQUIRE_K8S=1 but {why} ({opt_out}=skip skips only the {test} test)");
+    }
+    eprintln!("SKIPPING the {test} test: {why}");
+}
+
 /// How long a reconcile may take to show up in a test.
 const RECONCILE: Duration = Duration::from_secs(30);
 
