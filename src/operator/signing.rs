@@ -7,8 +7,8 @@
 //! secret), through the label it puts on them, and that watch now fills a
 //! store whose changes reach the reconciler only after the store has them: a
 //! reconcile triggered by a rotation reads the new value. This took the
-//! controller's Secret reads from 2.4 per new endpoint to none (measured with
-//! 10,000 endpoints, `scripts/operator-scale.sh`). A Secret that is not in the
+//! controller's Secret reads from 2.4 per new endpoint to none (counted by the
+//! API server during `scripts/operator-scale.sh`). A Secret that is not in the
 //! cache (a new endpoint, a Secret without our label in the way, a cache that
 //! has not listed yet) is created; if the API answers that it exists, it is
 //! read from the API and judged as before.
