@@ -271,14 +271,7 @@ async fn run(cluster: &PrivateEnv, client: &Client, node: &Node) {
     );
     for p in &processes {
         let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid)).unwrap_or_default();
-        let field = |k: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(k))
-                .unwrap_or_default()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-        };
+        let field = |k: &str| super::status_field(&status, k);
         assert_eq!(field("Uid:"), ["65532"; 4], "{}: {status}", p.name);
         assert_eq!(field("Gid:"), ["65532"; 4], "{}", p.name);
         assert_eq!(field("CapEff:"), ["0000000000000000"], "{}", p.name);

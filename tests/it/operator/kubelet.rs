@@ -213,15 +213,7 @@ fn hookit_processes() -> Vec<(String, [String; 5])> {
             continue;
         }
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .unwrap_or_default()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-        };
+        let field = |key: &str| super::status_field(&status, key).join(" ");
         let root_mount = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
             .unwrap_or_default()
             .lines()

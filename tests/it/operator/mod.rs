@@ -51,6 +51,16 @@ fn node_prerequisites(tools: &[&str]) -> Result<(), String> {
     Ok(())
 }
 
+/// The words of field `key` (`"Uid:"`, `"CapEff:"`) in a `/proc/<pid>/status` text.
+fn status_field<'a>(status: &'a str, key: &str) -> Vec<&'a str> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect()
+}
+
 /// Skips a node test that cannot run here, or fails it under
 /// `HOOKIT_REQUIRE_K8S=1` unless `opt_out=skip` says that a CI runs it in a
 /// step of its own (as root: the GitHub workflow does), rather than hiding it.
