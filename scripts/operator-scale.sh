@@ -21,8 +21,8 @@
 # ROTATE (default 1000), KEEP=1 to leave the environment running,
 # APPLY=server-side (default; what Flux and Argo CD's ServerSideApply do: one PATCH
 # per object) or client-side (kubectl's classic apply: a GET, then a create, per
-# object), PARALLEL (default 8: kubectl processes at a time, each given a tenth of
-# the namespaces in turn).
+# object), PARALLEL (default 8: kubectl processes at a time, each given an equal share of
+# the namespace files).
 # The controller's RSS is sampled every 0.5 s into the work dir (rss.tsv), and the
 # peak of each phase is printed (controller_rss_mib_{apply,steady,rotation}).
 # Everything listens on 127.0.0.1 and stops on exit.
