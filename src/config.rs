@@ -110,6 +110,13 @@ pub struct Config {
     /// WebhookEndpoints whose status (delivery figures, circuit state) the
     /// database has moved away from, and refreshes those (only those).
     pub controller_resync: Duration,
+    /// `HOOKIT_TRANSFORM_TIMEOUT`: time budget of one transformation call.
+    pub transform_timeout: Duration,
+    /// `HOOKIT_TRANSFORM_MEMORY`: heap cap of one transformation, in bytes.
+    pub transform_memory: usize,
+    /// `HOOKIT_TRANSFORM_THREADS`: engine threads per process (at least 2, so one
+    /// runaway handler cannot hold every transformation up).
+    pub transform_threads: usize,
 }
 
 impl Default for Config {
@@ -213,6 +220,24 @@ impl Config {
                 })?,
         }
         .max(max_payload + 4096);
+        let transform_memory = match get("HOOKIT_TRANSFORM_MEMORY") {
+            None => 16 << 20,
+            Some(v) => parse_size(&v)
+                .filter(|n| (1 << 20..=1 << 30).contains(n))
+                .ok_or_else(|| ConfigError {
+                    var: "HOOKIT_TRANSFORM_MEMORY",
+                    value: v.clone(),
+                    reason: "must be a size from 1MiB to 1024MiB, like 16MiB".into(),
+                })?,
+        };
+        let transform_timeout = duration("HOOKIT_TRANSFORM_TIMEOUT", "50ms")?;
+        if transform_timeout > Duration::from_secs(5) {
+            return Err(ConfigError {
+                var: "HOOKIT_TRANSFORM_TIMEOUT",
+                value: humantime::format_duration(transform_timeout).to_string(),
+                reason: "must be at most 5s (it holds an engine thread)".into(),
+            });
+        }
         let retry = RetryPolicy {
             base: duration("HOOKIT_RETRY_BASE", "10s")?,
             cap: duration("HOOKIT_RETRY_CAP", "1h")?,
@@ -286,7 +311,21 @@ impl Config {
             watch_namespace: get("HOOKIT_WATCH_NAMESPACE"),
             controller_lease,
             controller_resync: duration("HOOKIT_CONTROLLER_RESYNC", "60s")?,
+            transform_timeout,
+            transform_memory,
+            transform_threads: number("HOOKIT_TRANSFORM_THREADS", 2, 2, 64)? as usize,
         })
+    }
+
+    /// Starts the engine threads for transformations with these limits.
+    pub fn transformer(&self) -> std::io::Result<crate::transform::Transformer> {
+        crate::transform::Transformer::start(
+            self.transform_threads,
+            crate::transform::Limits {
+                time: self.transform_timeout,
+                memory: self.transform_memory,
+            },
+        )
     }
 
     /// The SSRF policy these settings describe.
@@ -368,6 +407,9 @@ mod tests {
         assert_eq!(c.lease, Duration::from_secs(60));
         assert_eq!(c.max_payload, 256 * 1024);
         assert_eq!(c.max_batch_body, 8 << 20);
+        assert_eq!(c.transform_timeout, Duration::from_millis(50));
+        assert_eq!(c.transform_memory, 16 << 20);
+        assert_eq!(c.transform_threads, 2);
         assert!(c.master_key.is_none() && c.database_url.is_none());
     }
 
@@ -382,6 +424,9 @@ mod tests {
             ("HOOKIT_MAX_BATCH_BODY", "1KiB"),
             ("HOOKIT_MAX_ATTEMPTS", "0"),
             ("HOOKIT_LISTEN", "8080"),
+            ("HOOKIT_TRANSFORM_TIMEOUT", "10s"),
+            ("HOOKIT_TRANSFORM_MEMORY", "100KiB"),
+            ("HOOKIT_TRANSFORM_THREADS", "1"),
         ] {
             let e = cfg(&[(var, val)]).unwrap_err();
             assert_eq!(e.var, var);

@@ -20,4 +20,5 @@ pub mod keys;
 pub mod operator;
 pub mod roles;
 pub mod telemetry;
+pub mod transform;
 pub mod worker;

@@ -322,7 +322,7 @@ pub async fn standalone_with(
     );
     spawn_maintenance(store.clone(), &cfg, shutdown.clone());
     ensure_ops_endpoint(&cfg, &store).await?;
-    let mut state = AppState::new(&cfg, store.clone(), work, metrics);
+    let mut state = AppState::new(&cfg, store.clone(), work, metrics)?;
     adjust(&mut state);
     let listener = match listener {
         Some(l) => l,
@@ -354,7 +354,7 @@ pub async fn api(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()>
     let work = Arc::new(Notify::new());
     api::spawn_notifier(store.clone(), work.clone(), None, shutdown.clone());
     ensure_ops_endpoint(&cfg, &store).await?;
-    let state = AppState::new(&cfg, store.clone(), work, metrics);
+    let state = AppState::new(&cfg, store.clone(), work, metrics)?;
     api::serve(cfg.listen, state, shutdown).await?;
     store.pool().close().await;
     Ok(())

@@ -74,6 +74,9 @@ async fn create(
 ) -> Result<(StatusCode, Json<Endpoint>), Problem> {
     spec.validate(&s.ssrf)?;
     check_target(&s.ssrf, &spec.url).await?;
+    if let Some(code) = &spec.transformation {
+        super::transformations::check(&s, &t, code).await?;
+    }
     let ep = s.store.create_endpoint(&t, &spec, s.max_endpoints).await?;
     tracing::info!(endpoint_id = %ep.id, tenant = %t, "endpoint created");
     Ok((StatusCode::CREATED, Json(ep)))
@@ -134,6 +137,9 @@ async fn update(
     if let Some(u) = &p.url {
         s.ssrf.check_url(u).map_err(crate::error::Error::from)?;
         check_target(&s.ssrf, u).await?;
+    }
+    if let Some(Some(code)) = &p.transformation {
+        super::transformations::check(&s, &t, code).await?;
     }
     Ok(Json(s.store.update_endpoint(&t, id, &p, &s.ssrf).await?))
 }

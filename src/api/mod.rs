@@ -12,6 +12,7 @@ pub mod health;
 pub mod openapi;
 pub mod problem;
 pub mod stats;
+pub mod transformations;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use utoipa::ToSchema;
 use crate::config::Config;
 use crate::db::Store;
 use crate::domain::ssrf::SsrfPolicy;
+use crate::transform::Transformer;
 use extract::KeyCache;
 use problem::Problem;
 
@@ -58,6 +60,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Extra routes (the demo's receiver switch) merged under `/v1`.
     pub demo: Option<Arc<dyn DemoControl>>,
+    /// Checks transformations on write and runs `/v1/transformations/test`.
+    pub transformer: Transformer,
 }
 
 /// The demo receiver's switch, provided by `hookit demo`.
@@ -78,14 +82,15 @@ pub struct Page<T: ToSchema> {
 }
 
 impl AppState {
-    /// State for the given configuration.
+    /// State for the given configuration (starts the transformation engine's
+    /// threads).
     pub fn new(
         cfg: &Config,
         store: Store,
         work: Arc<Notify>,
         metrics: Option<PrometheusHandle>,
-    ) -> Self {
-        Self {
+    ) -> std::io::Result<Self> {
+        Ok(Self {
             store,
             ssrf: Arc::new(cfg.ssrf_policy()),
             max_payload: cfg.max_payload,
@@ -96,7 +101,8 @@ impl AppState {
             work,
             metrics,
             demo: None,
-        }
+            transformer: cfg.transformer()?,
+        })
     }
 }
 
@@ -110,6 +116,7 @@ pub fn router(state: AppState) -> Router {
         .merge(events_batch::router(state.batch_body_limit))
         .merge(deliveries::router())
         .merge(stats::router())
+        .merge(transformations::router())
         .merge(demo::router())
         .merge(health::router())
         .merge(openapi::router())

@@ -72,6 +72,7 @@ impl Modify for ProblemContentType {
         super::deliveries::list, super::deliveries::show, super::deliveries::redrive, super::deliveries::redrive_dead,
         super::deliveries::purge_dead,
         super::stats::endpoints, super::stats::timeseries,
+        super::transformations::test,
         super::demo::show, super::demo::set,
         super::health::healthz, super::health::readyz, super::health::metrics_text,
     ),

@@ -48,12 +48,12 @@ impl Store {
                 "WITH picked AS (
                     SELECT ev.id FROM events ev
                     WHERE ev.created_at < now() - $1 * interval '1 second'
-                      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = ev.id AND d.status <> 'succeeded')
+                      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = ev.id AND d.status NOT IN ('succeeded', 'skipped'))
                     ORDER BY ev.created_at LIMIT $2
                     FOR UPDATE SKIP LOCKED
                  ), dl AS (
                     DELETE FROM deliveries d USING picked p
-                    WHERE d.event_id = p.id AND d.status = 'succeeded'
+                    WHERE d.event_id = p.id AND d.status IN ('succeeded', 'skipped')
                     RETURNING d.id
                  ), log AS (
                     DELETE FROM delivery_attempts a USING dl WHERE a.delivery_id = dl.id

@@ -18,13 +18,16 @@ pub struct EndpointStats {
     /// `ep_…`
     #[schema(value_type = String)]
     pub endpoint_id: EndpointId,
-    /// Attempts in the last hour.
+    /// Requests sent in the last hour (attempts a transformation refused or
+    /// cancelled never reached the receiver and are not counted).
     pub attempts: i64,
     /// Successful attempts.
     pub succeeded: i64,
-    /// Failed attempts.
+    /// Failed attempts (rate limits are not failures).
     pub failed: i64,
-    /// succeeded / attempts, null without attempts.
+    /// Answers of 429 that were deferred without spending an attempt.
+    pub rate_limited: i64,
+    /// succeeded / (succeeded + failed), null without either.
     pub success_rate: Option<f64>,
     /// Mean attempt duration.
     pub avg_latency_ms: Option<f64>,
@@ -45,7 +48,8 @@ pub struct Bucket {
     pub minute: DateTime<Utc>,
     /// Successful attempts.
     pub delivered: i64,
-    /// Failed attempts.
+    /// Failed attempts (not rate limits, and not attempts a transformation
+    /// refused: those show as dead letters when they end one).
     pub failed: i64,
     /// Deliveries that went dead.
     pub dead: i64,
@@ -79,6 +83,7 @@ type StatsRow = (
     Uuid,
     i64,
     i64,
+    i64,
     Option<f64>,
     Option<f64>,
     Option<i32>,
@@ -90,11 +95,13 @@ impl Store {
     pub async fn endpoint_stats(&self, tenant: &str) -> Result<Vec<EndpointStats>> {
         let rows: Vec<StatsRow> = sqlx::query_as(
             "SELECT e.id, count(a.attempt), count(a.attempt) FILTER (WHERE a.succeeded),
+                    count(a.attempt) FILTER (WHERE a.rate_limited),
                     avg(a.duration_ms)::float8, percentile_cont(0.5) WITHIN GROUP (ORDER BY a.duration_ms),
-                    (SELECT l.status_code FROM delivery_attempts l WHERE l.endpoint_id = e.id ORDER BY l.started_at DESC LIMIT 1),
+                    (SELECT l.status_code FROM delivery_attempts l WHERE l.endpoint_id = e.id AND l.sent
+                     ORDER BY l.started_at DESC LIMIT 1),
                     max(a.started_at)
              FROM endpoints e
-             LEFT JOIN delivery_attempts a ON a.endpoint_id = e.id AND a.started_at > now() - interval '1 hour'
+             LEFT JOIN delivery_attempts a ON a.endpoint_id = e.id AND a.started_at > now() - interval '1 hour' AND a.sent
              WHERE e.tenant = $1 AND e.deleted_at IS NULL
              GROUP BY e.id ORDER BY e.id",
         )
@@ -107,7 +114,7 @@ impl Store {
         let minutes: Vec<(Uuid, DateTime<Utc>, i64)> = sqlx::query_as(
             "SELECT a.endpoint_id, date_trunc('minute', a.started_at), count(*)
              FROM delivery_attempts a JOIN endpoints e ON e.id = a.endpoint_id
-             WHERE e.tenant = $1 AND a.started_at > $2 - interval '59 minutes'
+             WHERE e.tenant = $1 AND a.started_at > $2 - interval '59 minutes' AND a.sent
              GROUP BY 1, 2",
         )
         .bind(tenant)
@@ -124,17 +131,22 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(
-                |(id, attempts, succeeded, avg, p50, last_code, last_at)| EndpointStats {
-                    endpoint_id: EndpointId::from_uuid(id),
-                    attempts,
-                    succeeded,
-                    failed: attempts - succeeded,
-                    success_rate: (attempts > 0).then(|| succeeded as f64 / attempts as f64),
-                    avg_latency_ms: avg,
-                    p50_latency_ms: p50,
-                    last_status_code: last_code,
-                    last_attempt_at: last_at,
-                    per_minute: per.remove(&id).unwrap_or_else(|| vec![0; 60]),
+                |(id, attempts, succeeded, rate_limited, avg, p50, last_code, last_at)| {
+                    let failed = attempts - succeeded - rate_limited;
+                    EndpointStats {
+                        endpoint_id: EndpointId::from_uuid(id),
+                        attempts,
+                        succeeded,
+                        failed,
+                        rate_limited,
+                        success_rate: (succeeded + failed > 0)
+                            .then(|| succeeded as f64 / (succeeded + failed) as f64),
+                        avg_latency_ms: avg,
+                        p50_latency_ms: p50,
+                        last_status_code: last_code,
+                        last_attempt_at: last_at,
+                        per_minute: per.remove(&id).unwrap_or_else(|| vec![0; 60]),
+                    }
                 },
             )
             .collect())
@@ -148,9 +160,10 @@ impl Store {
             .unwrap_or_else(|_| Utc::now());
         let start = now - chrono::Duration::minutes(minutes - 1);
         let attempts: Vec<(DateTime<Utc>, i64, i64)> = sqlx::query_as(
-            "SELECT date_trunc('minute', a.started_at), count(*) FILTER (WHERE a.succeeded), count(*) FILTER (WHERE NOT a.succeeded)
+            "SELECT date_trunc('minute', a.started_at), count(*) FILTER (WHERE a.succeeded),
+                    count(*) FILTER (WHERE NOT a.succeeded AND NOT a.rate_limited)
              FROM delivery_attempts a
-             WHERE a.started_at >= $2 AND a.endpoint_id IN (SELECT id FROM endpoints WHERE tenant = $1)
+             WHERE a.started_at >= $2 AND a.sent AND a.endpoint_id IN (SELECT id FROM endpoints WHERE tenant = $1)
              GROUP BY 1",
         )
         .bind(tenant)

@@ -13,3 +13,4 @@ pub mod retry;
 pub mod signing;
 pub mod ssrf;
 pub mod state;
+pub mod transform;

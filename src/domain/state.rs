@@ -11,6 +11,13 @@
 //!     └──── lease expired (worker died): rescued back to pending
 //!     └──── redrive ◀── dead
 //! ```
+//! Two outcomes never reach the wire. When the endpoint's transformation
+//! *refuses* to build the request (it threw, ran out of time or memory, or
+//! returned something unsendable), the delivery is dead at once: the same code
+//! on the same event fails the same way, so retrying would only wait, and a fixed
+//! transformation plus a redrive delivers it. When the transformation *cancels*
+//! the delivery, it ends `skipped`: terminal, not a failure, redrivable.
+//!
 //! `pending` with no `next_attempt_at` is *held*: its endpoint is paused (or its
 //! circuit is open) and no attempt is spent until it resumes.
 //!
@@ -58,6 +65,14 @@ pub enum Outcome {
         /// When the receiver said to try again, if it did.
         retry_after: Option<Duration>,
     },
+    /// Nothing was sent: the endpoint's transformation could not build the
+    /// request, and would not on a retry either.
+    Refused {
+        /// Short, secret-free description (`transformation: …`).
+        error: String,
+    },
+    /// Nothing was sent: the endpoint's transformation cancelled the delivery.
+    Cancelled,
 }
 
 impl Outcome {
@@ -67,7 +82,12 @@ impl Outcome {
             Outcome::Delivered { status } => Some(*status),
             Outcome::Failed { status, .. } => *status,
             Outcome::RateLimited { status, .. } => Some(*status),
+            Outcome::Refused { .. } | Outcome::Cancelled => None,
         }
+    }
+    /// Whether a request went on the wire.
+    pub fn was_sent(&self) -> bool {
+        !matches!(self, Outcome::Refused { .. } | Outcome::Cancelled)
     }
     /// Whether the attempt succeeded.
     pub fn is_success(&self) -> bool {
@@ -89,6 +109,8 @@ pub enum Transition {
     Dead,
     /// The receiver answered `410 Gone`: dead-lettered, and the endpoint is disabled.
     Gone,
+    /// Cancelled by the endpoint's transformation: terminal, not a failure.
+    Skipped,
     /// Rate-limited within the allowance: pending again, due at `at`, and the
     /// attempt is not counted against the budget.
     Deferred {
@@ -138,6 +160,9 @@ pub fn transition(
 ) -> Transition {
     let (status, retry_after) = match outcome {
         Outcome::Delivered { .. } => return Transition::Succeeded,
+        Outcome::Cancelled => return Transition::Skipped,
+        // Deterministic: no budget is worth spending on it (see the module doc).
+        Outcome::Refused { .. } => return Transition::Dead,
         Outcome::Failed {
             status,
             retry_after,
@@ -426,6 +451,29 @@ mod tests {
             transition(c(1, 0), &failed(Some(410), None), &p, now(), 0.5),
             Transition::Gone
         );
+    }
+
+    #[test]
+    fn a_refused_transformation_is_dead_at_once_and_a_cancel_is_skipped() {
+        let p = RetryPolicy::default();
+        let refused = Outcome::Refused {
+            error: "transformation: TypeError: x is undefined at line 3".into(),
+        };
+        // On the first attempt of a fresh round, with the whole budget left.
+        assert_eq!(
+            transition(c(1, 0), &refused, &p, now(), 0.5),
+            Transition::Dead
+        );
+        assert_eq!(
+            transition(c(7, 6), &refused, &p, now(), 0.5),
+            Transition::Dead
+        );
+        assert_eq!(
+            transition(c(1, 0), &Outcome::Cancelled, &p, now(), 0.5),
+            Transition::Skipped
+        );
+        assert!(!refused.was_sent() && !Outcome::Cancelled.was_sent());
+        assert!(failed(Some(500), None).was_sent());
     }
 
     #[test]

@@ -53,6 +53,8 @@ const DURATION_PATTERN: &str = duration_pattern!();
     printcolumn = r#"{"name":"Paused","type":"boolean","priority":1,"jsonPath":".spec.paused"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+#[x_kube(validation = Rule::new("!has(self.transformation) || !has(self.transformationFrom)")
+    .message("set transformation or transformationFrom, not both"))]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookEndpointSpec {
     /// Where deliveries are POSTed: an absolute http:// or https:// URL. The
@@ -128,6 +130,35 @@ pub struct WebhookEndpointSpec {
     /// rate-limit headers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<EndpointFormat>,
+
+    /// JavaScript defining `function handler(webhook)`, run before each
+    /// delivery (after the format) to reshape it: a new `payload`, `headers`,
+    /// `url` or `method`, or `cancel: true` to skip it. The controller checks
+    /// that it compiles (`Ready=False TransformationInvalid` with the line
+    /// otherwise). For longer code, use `transformationFrom`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    pub transformation: Option<String>,
+
+    /// A key of a ConfigMap in this namespace holding the transformation's
+    /// code. A change of the ConfigMap applies it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transformation_from: Option<ConfigMapKeyRef>,
+}
+
+/// A key of a ConfigMap in the resource's namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapKeyRef {
+    /// Name of the ConfigMap.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+    )]
+    pub name: String,
+    /// Key inside the ConfigMap's `data`.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
 }
 
 /// How an endpoint's deliveries are rendered (see `domain::formats`).
@@ -325,6 +356,8 @@ impl WebhookEndpointSpec {
             rate_limit: self.rate_limit,
             max_in_flight: self.max_in_flight,
             format: self.format.map(|f| Format::from(f).as_str().to_string()),
+            // Inline code; `transformationFrom` is read by the reconciler.
+            transformation: self.transformation.clone(),
         })
     }
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::events::EventType;
 use chrono::{DateTime, SecondsFormat, Utc};
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
@@ -86,12 +87,16 @@ impl Rejection {
 pub struct Applied {
     generation: Option<i64>,
     secret_digest: [u8; 32],
+    /// The code applied: a ConfigMap's can change with the same generation.
+    transformation_digest: Option<[u8; 32]>,
     endpoint: Option<EndpointId>,
 }
 
 impl Applied {
     fn same_input(&self, other: &Applied) -> bool {
-        self.generation == other.generation && self.secret_digest == other.secret_digest
+        self.generation == other.generation
+            && self.secret_digest == other.secret_digest
+            && self.transformation_digest == other.transformation_digest
     }
 }
 
@@ -139,6 +144,10 @@ async fn apply(
     let applied = Applied {
         generation: we.metadata.generation,
         secret_digest: Sha256::digest(signing.secret.as_bytes()).into(),
+        transformation_digest: spec
+            .transformation
+            .as_deref()
+            .map(crate::transform::code_sha),
         endpoint: None,
     };
     // A refresh of an unchanged resource (the change feed, the safety resync)
@@ -289,11 +298,66 @@ async fn desired_settings(we: &WebhookEndpoint, ctx: &Context) -> Result<Endpoin
         message: e.to_string(),
         retry: SLOW_RETRY,
     })?;
+    let mut spec = spec;
+    if let Some(from) = &we.spec.transformation_from {
+        spec.transformation = Some(transformation_from(we, ctx, from).await?);
+    }
     spec.validate(&ctx.ssrf).map_err(Rejection::from_store)?;
     check_target(&ctx.ssrf, &spec.url)
         .await
         .map_err(Rejection::from_store)?;
+    if let Some(code) = &spec.transformation {
+        let tenant = we.namespace().unwrap_or_default();
+        ctx.transformer
+            .check(crate::transform::key_for(&tenant), code)
+            .await
+            .map_err(|e| Rejection {
+                reason: "TransformationInvalid",
+                message: e.to_string(),
+                retry: SLOW_RETRY,
+            })?;
+    }
     Ok(spec)
+}
+
+/// The code in the ConfigMap key `spec.transformationFrom` names. Read when
+/// the resource is reconciled; the ConfigMap watch reconciles it again when
+/// the ConfigMap changes (see `referencing_config_map`).
+async fn transformation_from(
+    we: &WebhookEndpoint,
+    ctx: &Context,
+    from: &super::crd::ConfigMapKeyRef,
+) -> Result<String, Rejection> {
+    let ns = we.namespace().unwrap_or_default();
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let missing = |message: String| Rejection {
+        reason: "TransformationMissing",
+        message,
+        retry: SOON_RETRY,
+    };
+    let cm = match api.get_opt(&from.name).await {
+        Ok(Some(cm)) => cm,
+        Ok(None) => {
+            return Err(missing(format!(
+                "ConfigMap {} (spec.transformationFrom) does not exist",
+                from.name
+            )))
+        }
+        Err(e) => {
+            return Err(missing(format!(
+                "ConfigMap {} (spec.transformationFrom) cannot be read: {e}",
+                from.name
+            )))
+        }
+    };
+    cm.data
+        .and_then(|mut d| d.remove(&from.key))
+        .ok_or_else(|| {
+            missing(format!(
+                "ConfigMap {} has no key {} (spec.transformationFrom)",
+                from.name, from.key
+            ))
+        })
 }
 
 async fn reject(

@@ -28,8 +28,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store as Cache};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -128,6 +129,7 @@ pub async fn run_with(cfg: &Config, deps: Deps, shutdown: CancellationToken) -> 
         failures: Mutex::new(HashMap::new()),
         applied: Mutex::new(HashMap::new()),
         signing: signing::SigningCache::empty(),
+        transformer: cfg.transformer()?,
     });
     leader::lead(deps.client, &lease, shutdown, move |stop| {
         run_controllers(ctx.clone(), stop)
@@ -164,6 +166,8 @@ pub(crate) struct Context {
     applied: Mutex<HashMap<String, endpoint::Applied>>,
     /// The generated signing Secrets, as the labelled watch last saw them.
     signing: signing::SigningCache,
+    /// Checks that transformations compile before they are applied.
+    transformer: crate::transform::Transformer,
 }
 
 impl Context {
@@ -269,6 +273,26 @@ fn referencing(
         .collect()
 }
 
+/// WebhookEndpoints whose `spec.transformationFrom` names this ConfigMap.
+fn referencing_config_map(
+    cache: &Cache<WebhookEndpoint>,
+    cm: &PartialObjectMeta<ConfigMap>,
+) -> Vec<ObjectRef<WebhookEndpoint>> {
+    let (ns, name) = (cm.namespace(), cm.name_any());
+    cache
+        .state()
+        .iter()
+        .filter(|we| we.namespace() == ns)
+        .filter(|we| {
+            we.spec
+                .transformation_from
+                .as_ref()
+                .is_some_and(|r| r.name == name)
+        })
+        .map(|we| ObjectRef::from_obj(&**we))
+        .collect()
+}
+
 /// Both controllers, until `stop` (leadership ended or shutdown).
 async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
     // Another replica may have led in between: start from what the database says.
@@ -278,6 +302,7 @@ async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
     let secrets = ctx.api::<api_key::SecretMeta>();
     let endpoints = controller_for(ctx.api::<WebhookEndpoint>());
     let cache = endpoints.store();
+    let cm_cache = cache.clone();
     let changes = feed::changes(ctx.clone(), cache.clone());
     // Generated signing Secrets, whole (their value is what the reconciler
     // reads): a change of their content rotates the secret. The reflector
@@ -304,6 +329,13 @@ async fn run_controllers(ctx: Arc<Context>, stop: CancellationToken) {
         .watches(secrets.clone(), watcher::Config::default(), move |s| {
             referencing(&cache, &s)
         })
+        // ConfigMaps named by spec.transformationFrom (any ConfigMap; only
+        // metadata is watched, and the reconciler reads the one it names).
+        .watches(
+            ctx.api::<PartialObjectMeta<ConfigMap>>(),
+            watcher::Config::default(),
+            move |cm| referencing_config_map(&cm_cache, &cm),
+        )
         .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(endpoint::reconcile, endpoint::error_policy, ctx.clone())
         .for_each(|r| async move { log_controller_error("webhookendpoint", r) });

@@ -111,7 +111,11 @@ impl Worker {
                     .await;
             }
         };
-        let attempted = self.dispatcher.send(&d, &secrets).await;
+        let attempted = match self.preparer.prepare(&d).await {
+            Ok(out) => self.dispatcher.send(&d, &out, &secrets).await,
+            // Nothing to send: the outcome is decided here (see domain::state).
+            Err(outcome) => Attempted::without_request(outcome, now),
+        };
         if let Some(wait) = attempted.pause {
             // The receiver's bucket is empty (or it answered 429): hold this
             // endpoint's next requests here until it refills, before this slot
@@ -190,6 +194,7 @@ impl Worker {
         let t = transition(count, &a.outcome, &policy, Utc::now(), unit);
         let (status, next_attempt_at) = match t {
             Transition::Succeeded => ("succeeded", None),
+            Transition::Skipped => ("skipped", None),
             Transition::Retry { at } | Transition::Deferred { at } => ("pending", Some(at)),
             Transition::Dead | Transition::Gone => ("dead", None),
         };
@@ -201,10 +206,13 @@ impl Worker {
             Outcome::RateLimited { status, error, .. } => {
                 (Some(*status as i32), Some(error.clone()))
             }
+            Outcome::Refused { error } => (None, Some(error.clone())),
+            Outcome::Cancelled => (None, Some("transformation: cancelled (skipped)".into())),
         };
         let deferred = matches!(t, Transition::Deferred { .. });
         let outcome_label = match t {
             Transition::Succeeded => "succeeded",
+            Transition::Skipped => "skipped",
             Transition::Retry { .. } => "retrying",
             Transition::Deferred { .. } => "rate_limited",
             Transition::Dead | Transition::Gone => "dead",
@@ -213,6 +221,14 @@ impl Worker {
         metrics::histogram!("hookit_attempt_duration_seconds").record(a.duration.as_secs_f64());
         match t {
             Transition::Succeeded => debug!(status = ?code, "delivered"),
+            Transition::Skipped => debug!("cancelled by the endpoint's transformation; skipped"),
+            // The error is the engine's words and a line number, never the payload.
+            Transition::Dead if !a.outcome.was_sent() => {
+                warn!(
+                    error = error.as_deref().unwrap_or(""),
+                    "transformation failed; dead-lettered without sending"
+                )
+            }
             Transition::Retry { at } => {
                 warn!(status = ?code, error = error.as_deref().unwrap_or(""), next_attempt_at = %at, "attempt failed; will retry")
             }
@@ -242,6 +258,7 @@ impl Worker {
             probe: false,
             rate_limited: d.rate_limited + i32::from(deferred),
             deferred,
+            sent: a.outcome.was_sent(),
         }
     }
 

@@ -1,6 +1,6 @@
-//! One attempt on the wire: the body rendered in the endpoint's format, signed
-//! over exactly the bytes sent, POSTed, and its typed outcome with what the
-//! response said about the endpoint's rate limit.
+//! One attempt on the wire: the request [`super::prepare`] decided on, signed
+//! over exactly the bytes sent, and its typed outcome with what the response
+//! said about the endpoint's rate limit.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,14 +15,16 @@ use hyper_util::client::legacy::connect::{capture_connection, CaptureConnection}
 use tracing::warn;
 
 use super::client::{self, HttpClient};
+use super::prepare::Outgoing;
 use super::resolver::CheckedResolver;
 use crate::db::deliveries::{excerpt, Claimed, RESPONSE_EXCERPT};
-use crate::domain::formats::{self, Format};
+use crate::domain::formats::Format;
 use crate::domain::ids::EventId;
 use crate::domain::ratelimit;
 use crate::domain::signing::{signature_header, Secret};
 use crate::domain::ssrf::SsrfPolicy;
 use crate::domain::state::Outcome;
+use crate::domain::transform::Method;
 
 /// What an attempt came to, with what the attempt log records.
 #[derive(Debug)]
@@ -38,6 +40,19 @@ pub struct Attempted {
     /// How long the endpoint's next request must wait, by the response's
     /// rate-limit headers (bucket empty) or a 429's retry-after.
     pub pause: Option<Duration>,
+}
+
+impl Attempted {
+    /// The outcome of an attempt that sent nothing (see [`super::prepare`]).
+    pub fn without_request(outcome: Outcome, started_at: DateTime<Utc>) -> Self {
+        Attempted {
+            outcome,
+            response_excerpt: None,
+            started_at,
+            duration: (Utc::now() - started_at).to_std().unwrap_or_default(),
+            pause: None,
+        }
+    }
 }
 
 /// Sends webhook requests through one pooled, keep-alive HTTP client.
@@ -65,10 +80,10 @@ impl Dispatcher {
         })
     }
 
-    /// Sends one attempt of `d`, signed with every secret in `secrets`. Returns
-    /// once the receiver no longer holds the request: an abandoned request's
-    /// connection is closed first (see [`client`]).
-    pub async fn send(&self, d: &Claimed, secrets: &[Secret]) -> Attempted {
+    /// Sends `out`, one attempt of `d`, signed with every secret in `secrets`.
+    /// Returns once the receiver no longer holds the request: an abandoned
+    /// request's connection is closed first (see [`client`]).
+    pub async fn send(&self, d: &Claimed, out: &Outgoing, secrets: &[Secret]) -> Attempted {
         let started_at = Utc::now();
         let clock = Instant::now();
         let finish = |outcome: Outcome, response_excerpt: Option<String>| Attempted {
@@ -85,39 +100,37 @@ impl Dispatcher {
         };
         // Literal IP hosts never reach the resolver, so check the URL here too. The
         // URL parsed for the check is the one sent (parsed once per attempt).
-        let uri: Uri = match self.ssrf.check_url(&d.url) {
+        let uri: Uri = match self.ssrf.check_url(&out.url) {
             Ok(url) => match url.as_str().parse() {
                 Ok(uri) => uri,
                 Err(e) => return finish(failed(format!("the URL is not a valid URI: {e}")), None),
             },
+            // A URL the transformation chose is refused the same way on every
+            // retry: dead at once, like any other transformation error.
+            Err(e) if out.url != d.url => {
+                let error =
+                    format!("transformation: the url it chose is refused by SSRF policy: {e}");
+                return finish(Outcome::Refused { error }, None);
+            }
             Err(e) => return finish(failed(format!("refused by SSRF policy: {e}")), None),
         };
-        // Rendered per attempt rather than stored: chat formats are for chat
-        // volumes, and the stored envelope stays the single source of the event.
-        let format = match d.format() {
-            Ok(f) => f,
-            Err(e) => return finish(failed(e.to_string()), None),
-        };
-        let body = match formats::render(format, &d.body) {
-            Ok(b) => Bytes::from(b.into_owned()),
-            Err(e) => {
-                return finish(
-                    failed(format!("cannot render the {format} format: {e}")),
-                    None,
-                )
-            }
-        };
+        let body: Bytes = out.body.clone();
         let timeout = d
             .timeout_ms
             .map(|ms| Duration::from_millis(ms as u64))
             .unwrap_or(self.default_timeout);
         let deadline = tokio::time::Instant::now() + timeout;
         let timed_out = || format!("timed out after {} ms", timeout.as_millis());
-        // Signed over the body actually sent, whatever its format.
-        let headers = self.headers(d, &body, started_at.timestamp(), secrets);
-        let mut req = Request::post(uri)
+        // Signed over the body actually sent, whatever its format or transformation.
+        let custom = out.headers.as_ref().unwrap_or(&d.headers);
+        let headers = self.headers(d, custom, &body, started_at.timestamp(), secrets);
+        let builder = match out.method {
+            Method::Post => Request::post(uri),
+            Method::Put => Request::put(uri),
+        };
+        let mut req = builder
             .body(Full::new(body))
-            .expect("a POST with a checked URI is a valid request");
+            .expect("a request with a checked URI is valid");
         *req.headers_mut() = headers;
         let capture = capture_connection(&mut req);
 
@@ -190,8 +203,8 @@ impl Dispatcher {
         } else if status == 429 {
             // Discord's body carries the precise, fractional wait; its header is
             // rounded. Other receivers' bodies are not trusted for it.
-            let retry_after = match format {
-                Format::Discord => excerpt_body
+            let retry_after = match d.format() {
+                Ok(Format::Discord) => excerpt_body
                     .as_deref()
                     .and_then(ratelimit::body_retry_after)
                     .or(retry_after),
@@ -235,12 +248,19 @@ impl Dispatcher {
     }
 
     /// The request headers: the endpoint's own, then the signature and ours.
-    fn headers(&self, d: &Claimed, body: &[u8], timestamp: i64, secrets: &[Secret]) -> HeaderMap {
+    fn headers(
+        &self,
+        d: &Claimed,
+        custom: &std::collections::BTreeMap<String, String>,
+        body: &[u8],
+        timestamp: i64,
+        secrets: &[Secret],
+    ) -> HeaderMap {
         let msg_id = EventId::from_uuid(d.event_id).to_string();
         let refs: Vec<&Secret> = secrets.iter().collect();
         let signature = signature_header(&refs, &msg_id, timestamp, body);
-        let mut headers = HeaderMap::with_capacity(8 + d.headers.len());
-        for (k, v) in d.headers.iter() {
+        let mut headers = HeaderMap::with_capacity(8 + custom.len());
+        for (k, v) in custom.iter() {
             // Validated on write; skip anything that no longer parses rather than fail.
             if let (Ok(k), Ok(v)) = (
                 HeaderName::from_bytes(k.as_bytes()),

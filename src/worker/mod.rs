@@ -14,6 +14,7 @@ mod delivery;
 pub mod dispatch;
 pub mod gate;
 pub mod lease;
+pub mod prepare;
 pub mod resolver;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::config::Config;
 use crate::db::deliveries::Completion;
 use crate::db::Store;
 use crate::domain::retry::RetryPolicy;
+use crate::transform::Transformer;
 use dispatch::Dispatcher;
 use gate::Gates;
 
@@ -95,6 +97,7 @@ pub struct Worker {
     id: Uuid,
     store: Store,
     dispatcher: Dispatcher,
+    preparer: prepare::Preparer,
     cfg: WorkerConfig,
     gates: Gates,
     wake: Arc<Notify>,
@@ -111,9 +114,16 @@ const OPEN_CIRCUIT_MEMORY: Duration = Duration::from_secs(30);
 
 impl Worker {
     /// A worker with a fresh identity (its lease owner id).
-    pub fn new(store: Store, dispatcher: Dispatcher, cfg: WorkerConfig, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        store: Store,
+        dispatcher: Dispatcher,
+        transformer: Transformer,
+        cfg: WorkerConfig,
+        wake: Arc<Notify>,
+    ) -> Self {
         Self {
             id: Uuid::new_v4(),
+            preparer: prepare::Preparer::new(store.clone(), transformer),
             store,
             dispatcher,
             gates: Gates::new(cfg.endpoint_concurrency),
@@ -270,7 +280,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let dispatcher = Dispatcher::new(cfg.ssrf_policy(), cfg.connect_timeout, cfg.request_timeout)?;
-    let worker = Worker::new(store, dispatcher, WorkerConfig::from_config(cfg), wake);
+    let worker = Worker::new(
+        store,
+        dispatcher,
+        cfg.transformer()?,
+        WorkerConfig::from_config(cfg),
+        wake,
+    );
     worker
         .run(shutdown)
         .instrument(tracing::info_span!("worker"))

@@ -11,4 +11,5 @@ mod idempotency;
 mod operator;
 mod resilience;
 mod ssrf;
+mod transform;
 mod workers;

@@ -61,6 +61,12 @@ pub struct Claimed {
     pub circuit_open_until: Option<DateTime<Utc>>,
     /// `standard`, `discord` or `slack` (see [`Claimed::format`]).
     pub format: String,
+    /// The event's type (what a transformation sees as `eventType`).
+    pub event_type: String,
+    /// SHA-256 of the endpoint's transformation, when it has one. Only the hash
+    /// travels with every claimed row; the code itself is read once per version
+    /// ([`Store::transformation`]) and kept by the worker.
+    pub transformation_sha: Option<Vec<u8>>,
 }
 
 impl Claimed {
@@ -72,6 +78,18 @@ impl Claimed {
 }
 
 impl Store {
+    /// The endpoint's transformation code, as of now (it may be newer than the
+    /// hash a claim returned; the caller keys what it compiles by the code's
+    /// own hash, so that is harmless).
+    pub async fn transformation(&self, endpoint: Uuid) -> Result<Option<String>> {
+        let code: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT transformation FROM endpoints WHERE id = $1")
+                .bind(endpoint)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(code.and_then(|(c,)| c))
+    }
+
     /// Leases up to `limit` due deliveries to worker `owner` for `lease_ms`.
     ///
     /// Locking: the CTE picks the due rows in queue order and row-locks them with
@@ -108,7 +126,7 @@ impl Store {
                  CASE WHEN e.prev_secret_expires_at > now() THEN e.prev_secret_enc END AS prev_secret_enc,
                  e.headers, e.max_attempts, e.retry_base_ms, e.retry_cap_ms, e.timeout_ms, e.max_in_flight, e.rate_limit,
                  CASE WHEN e.deleted_at IS NOT NULL THEN 'deleted' ELSE e.status::text END AS endpoint_state,
-                 e.circuit_open_until, e.format::text AS format",
+                 e.circuit_open_until, e.format::text AS format, ev.event_type, e.transformation_sha",
         )
         .bind(limit)
         .bind(owner)

@@ -15,7 +15,7 @@ pub struct Completion {
     pub id: Uuid,
     /// Total attempts including this one.
     pub attempt: i32,
-    /// The new state: `pending` (retry), `succeeded` or `dead`.
+    /// The new state: `pending` (retry), `succeeded`, `dead` or `skipped`.
     pub status: &'static str,
     /// Due time of the retry.
     pub next_attempt_at: Option<DateTime<Utc>>,
@@ -40,6 +40,11 @@ pub struct Completion {
     /// is logged as such and left out of the failure streak: a receiver asking
     /// to slow down is not failing, and must not open its circuit.
     pub deferred: bool,
+    /// Whether a request went on the wire. Not when the endpoint's
+    /// transformation refused to build it or cancelled it: such an attempt is
+    /// logged, but says nothing about the receiver, so it is left out of the
+    /// streak and of the endpoint's failure figures.
+    pub sent: bool,
 }
 
 /// What [`Store::complete`] wrote.
@@ -97,7 +102,9 @@ impl Store {
         let mut probes = Vec::with_capacity(n);
         let mut limited = Vec::with_capacity(n);
         let mut deferred = Vec::with_capacity(n);
+        let mut sent = Vec::with_capacity(n);
         for c in batch {
+            sent.push(c.sent);
             limited.push(c.rate_limited);
             deferred.push(c.deferred);
             probes.push(c.probe);
@@ -120,15 +127,15 @@ impl Store {
             "WITH input AS (
                 SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::timestamptz[], $6::bool[], $7::int[],
                                      $8::text[], $9::text[], $10::timestamptz[], $11::int[], $12::bool[],
-                                     $13::int[], $14::bool[])
-                  AS u(id, attempt, status, next_at, ok, code, err, body, started, dur, probe, limited, deferred)
+                                     $13::int[], $14::bool[], $15::bool[])
+                  AS u(id, attempt, status, next_at, ok, code, err, body, started, dur, probe, limited, deferred, sent)
              ), upd AS (
                 UPDATE deliveries d
                 SET status = u.status::delivery_status, attempts = u.attempt, rate_limited = u.limited,
                     next_attempt_at = u.next_at,
                     lease_owner = NULL, lease_expires_at = NULL, last_status_code = u.code, last_error = u.err,
                     updated_at = now(),
-                    finished_at = CASE WHEN u.status IN ('succeeded', 'dead') THEN now() END
+                    finished_at = CASE WHEN u.status IN ('succeeded', 'dead', 'skipped') THEN now() END
                 FROM input u
                 -- The lease guard. `lease_owner` is set exactly while the row is
                 -- in_flight (a CHECK constraint), so it is the whole guard; a
@@ -139,17 +146,18 @@ impl Store {
                 -- The attempt's own fields come back with the row, so the log and
                 -- the streaks below read `upd` alone, with no join back to `input`.
                 RETURNING d.id, d.endpoint_id, u.attempt, u.started, u.dur, u.code, u.err, u.body, u.ok, u.probe,
-                    u.deferred
+                    u.deferred, u.sent
              ), log AS (
                 INSERT INTO delivery_attempts (delivery_id, attempt, endpoint_id, started_at, duration_ms, status_code,
-                                               error, response_body, succeeded, rate_limited)
-                SELECT id, attempt, endpoint_id, started, dur, code, err, body, ok, deferred FROM upd
+                                               error, response_body, succeeded, rate_limited, sent)
+                SELECT id, attempt, endpoint_id, started, dur, code, err, body, ok, deferred, sent FROM upd
                 ON CONFLICT DO NOTHING
              ), streak AS (
                 SELECT endpoint_id, bool_or(ok) AS any_ok, count(*) FILTER (WHERE NOT ok)::int AS fails,
                        bool_or(probe AND NOT ok) AS probe_failed
-                -- A deferred 429 is neither a success nor a failure of the endpoint.
-                FROM upd WHERE NOT deferred GROUP BY endpoint_id
+                -- A deferred 429 is neither a success nor a failure of the endpoint,
+                -- and nor is an attempt that never reached it (transformation).
+                FROM upd WHERE NOT deferred AND sent GROUP BY endpoint_id
              ), attention AS (
                 -- Healthy endpoints (all succeeded, no streak, circuit closed) need
                 -- no second statement, and their rows are not written at all.
@@ -175,6 +183,7 @@ impl Store {
         .bind(&probes)
         .bind(&limited)
         .bind(&deferred)
+        .bind(&sent)
         .persistent(false)
         .fetch_one(&self.pool)
         .await?;

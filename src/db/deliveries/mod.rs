@@ -95,7 +95,7 @@ pub(super) const COLUMNS: &str =
     "d.id, d.event_id, d.endpoint_id, ev.event_type, d.status::text AS status, d.attempts, d.rate_limited,
     d.next_attempt_at, d.last_status_code, d.last_error, d.created_at, d.updated_at";
 
-/// One attempt on the wire.
+/// One attempt.
 #[derive(Debug, Clone, Serialize, ToSchema, FromRow)]
 pub struct Attempt {
     /// 1-based attempt number (across rounds).
@@ -113,6 +113,9 @@ pub struct Attempt {
     /// The receiver answered 429 and the delivery was rescheduled without
     /// spending an attempt.
     pub rate_limited: bool,
+    /// Whether a request went on the wire: false when the endpoint's
+    /// transformation refused to build it or cancelled it (`error` says which).
+    pub sent: bool,
 }
 
 /// A delivery with its attempt log.
@@ -147,7 +150,7 @@ pub struct DeliveryFilter {
 }
 
 /// The states a delivery can be in.
-pub const STATUSES: [&str; 4] = ["pending", "in_flight", "succeeded", "dead"];
+pub const STATUSES: [&str; 5] = ["pending", "in_flight", "succeeded", "dead", "skipped"];
 
 /// Filters of a bulk dead-letter redrive.
 #[derive(Debug, Default, Deserialize, ToSchema)]

@@ -68,7 +68,7 @@ impl Store {
         .await?;
         let delivery: Delivery = row.ok_or(Error::NotFound("delivery"))?.into();
         let attempt_log: Vec<Attempt> = sqlx::query_as(
-            "SELECT attempt, started_at, duration_ms, status_code, error, response_body, rate_limited
+            "SELECT attempt, started_at, duration_ms, status_code, error, response_body, rate_limited, sent
              FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt",
         )
         .bind(id.uuid())
@@ -87,7 +87,7 @@ impl Store {
             "UPDATE deliveries d SET status = 'pending', round_base = d.attempts, rate_limited = 0, finished_at = NULL,
                 next_attempt_at = CASE WHEN e.status = 'active' THEN now() END, updated_at = now()
              FROM endpoints e
-             WHERE d.id = $1 AND d.tenant = $2 AND d.status IN ('dead', 'succeeded')
+             WHERE d.id = $1 AND d.tenant = $2 AND d.status IN ('dead', 'succeeded', 'skipped')
                AND e.id = d.endpoint_id AND e.deleted_at IS NULL",
         )
         .bind(id.uuid())

@@ -9,6 +9,7 @@ use crate::db::Store;
 use crate::domain::ids::EndpointId;
 use crate::domain::signing::Secret;
 use crate::domain::ssrf::SsrfPolicy;
+use crate::domain::transform::code_sha;
 use crate::error::{Error, Result};
 
 impl Store {
@@ -48,8 +49,10 @@ impl Store {
         }
         let row: EndpointRow = sqlx::query_as(&format!(
             "INSERT INTO endpoints (id, tenant, url, description, event_types, secret_enc, headers, max_attempts,
-                retry_base_ms, retry_cap_ms, timeout_ms, rate_limit, max_in_flight, format)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::endpoint_format) RETURNING {COLUMNS}"
+                retry_base_ms, retry_cap_ms, timeout_ms, rate_limit, max_in_flight, format, transformation,
+                transformation_sha)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::endpoint_format, $15, $16)
+             RETURNING {COLUMNS}"
         ))
         .bind(id)
         .bind(tenant)
@@ -65,6 +68,8 @@ impl Store {
         .bind(spec.rate_limit)
         .bind(spec.max_in_flight)
         .bind(spec.format()?.as_str())
+        .bind(&spec.transformation)
+        .bind(spec.transformation.as_deref().map(code_sha))
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -87,7 +92,9 @@ impl Store {
                 retry_base_ms = coalesce($7, retry_base_ms), retry_cap_ms = coalesce($8, retry_cap_ms),
                 timeout_ms = coalesce($9, timeout_ms), headers = coalesce($10, headers),
                 rate_limit = coalesce($11, rate_limit), max_in_flight = coalesce($12, max_in_flight),
-                format = coalesce($13::endpoint_format, format), updated_at = now()
+                format = coalesce($13::endpoint_format, format),
+                transformation = CASE WHEN $14 THEN $15 ELSE transformation END,
+                transformation_sha = CASE WHEN $14 THEN $16 ELSE transformation_sha END, updated_at = now()
              WHERE id = $1 AND tenant = $2 AND deleted_at IS NULL RETURNING {COLUMNS}"
         ))
         .bind(id.uuid())
@@ -103,6 +110,9 @@ impl Store {
         .bind(p.rate_limit)
         .bind(p.max_in_flight)
         .bind(super::spec::parse_format(p.format.as_deref())?.map(|f| f.as_str()))
+        .bind(p.transformation.is_some())
+        .bind(p.transformation.clone().flatten())
+        .bind(p.transformation.as_ref().and_then(|t| t.as_deref()).map(code_sha))
         .fetch_optional(&self.pool)
         .await?;
         row.map(Into::into).ok_or(Error::NotFound("endpoint"))

@@ -8,6 +8,7 @@ use super::{Endpoint, EndpointSpec};
 use crate::db::Store;
 use crate::domain::ids::EndpointId;
 use crate::domain::signing::Secret;
+use crate::domain::transform::code_sha;
 use crate::error::Result;
 
 /// What the controller writes for a `WebhookEndpoint`.
@@ -42,8 +43,8 @@ impl Store {
                 sqlx::query(
                     "UPDATE endpoints SET url = $2, event_types = $3, description = $4, max_attempts = $5,
                         retry_base_ms = $6, retry_cap_ms = $7, timeout_ms = $8, headers = $9, rate_limit = $10,
-                        max_in_flight = $11, k8s_name = $12, format = $13::endpoint_format, deleted_at = NULL,
-                        updated_at = now()
+                        max_in_flight = $11, k8s_name = $12, format = $13::endpoint_format, transformation = $14,
+                        transformation_sha = $15, deleted_at = NULL, updated_at = now()
                      WHERE id = $1",
                 )
                 .bind(id)
@@ -59,6 +60,8 @@ impl Store {
                 .bind(spec.max_in_flight)
                 .bind(&m.name)
                 .bind(spec.format()?.as_str())
+                .bind(&spec.transformation)
+                .bind(spec.transformation.as_deref().map(code_sha))
                 .execute(&self.pool)
                 .await?;
                 self.install_secret(id, &m.secret).await?;
@@ -69,9 +72,9 @@ impl Store {
                 sqlx::query(
                     "INSERT INTO endpoints (id, tenant, url, description, event_types, secret_enc, headers, max_attempts,
                         retry_base_ms, retry_cap_ms, timeout_ms, rate_limit, max_in_flight, managed_by, k8s_uid, k8s_name,
-                        format)
+                        format, transformation, transformation_sha)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'kubernetes', $14, $15,
-                        $16::endpoint_format)
+                        $16::endpoint_format, $17, $18)
                      ON CONFLICT (k8s_uid) DO NOTHING",
                 )
                 .bind(id)
@@ -90,6 +93,8 @@ impl Store {
                 .bind(&m.uid)
                 .bind(&m.name)
                 .bind(spec.format()?.as_str())
+                .bind(&spec.transformation)
+                .bind(spec.transformation.as_deref().map(code_sha))
                 .execute(&self.pool)
                 .await?;
                 // A concurrent reconcile may have won the insert; read back by UID.

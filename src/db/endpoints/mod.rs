@@ -76,6 +76,8 @@ pub struct Endpoint {
     /// `discord` or `slack` (a readable chat message).
     #[schema(value_type = FormatName)]
     pub format: Format,
+    /// JavaScript run before each delivery (docs/transformations.md), if any.
+    pub transformation: Option<String>,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -110,6 +112,7 @@ pub(super) struct EndpointRow {
     rate_limit: Option<i32>,
     max_in_flight: Option<i32>,
     format: String,
+    transformation: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -135,6 +138,7 @@ impl From<EndpointRow> for Endpoint {
             max_in_flight: r.max_in_flight,
             // The column is an enum of exactly these names.
             format: r.format.parse().unwrap_or_default(),
+            transformation: r.transformation,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -144,7 +148,8 @@ impl From<EndpointRow> for Endpoint {
 pub(super) const COLUMNS: &str =
     "id, url, description, event_types, status::text AS status, disabled_reason, managed_by,
     (circuit_open_until IS NOT NULL) AS circuit_open, consecutive_failures, headers, max_attempts,
-    retry_base_ms, retry_cap_ms, timeout_ms, rate_limit, max_in_flight, format::text AS format, created_at, updated_at";
+    retry_base_ms, retry_cap_ms, timeout_ms, rate_limit, max_in_flight, format::text AS format, transformation,
+    created_at, updated_at";
 
 impl Store {
     /// One endpoint of the tenant.

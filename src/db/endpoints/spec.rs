@@ -10,6 +10,7 @@ use super::{MAX_EVENT_TYPES, MAX_HEADERS};
 use crate::domain::formats::Format;
 use crate::domain::patterns::validate_pattern;
 use crate::domain::ssrf::SsrfPolicy;
+use crate::domain::transform::{is_reserved_header, MAX_SOURCE_BYTES};
 use crate::error::{Error, Result};
 
 /// The settings of an endpoint, as written by the API or the controller.
@@ -54,6 +55,10 @@ pub struct EndpointSpec {
     #[serde(default)]
     #[schema(value_type = Option<FormatName>)]
     pub format: Option<String>,
+    /// JavaScript defining `function handler(webhook)`, run before each delivery
+    /// (after the format): see docs/transformations.md.
+    #[serde(default)]
+    pub transformation: Option<String>,
 }
 
 /// A partial update: absent fields stay as they are.
@@ -83,6 +88,20 @@ pub struct EndpointPatch {
     /// New format.
     #[schema(value_type = Option<FormatName>)]
     pub format: Option<String>,
+    /// New transformation code; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, nullable)]
+    pub transformation: Option<Option<String>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`: remove) from one left out
+/// (`None`, by `#[serde(default)]`: keep).
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// `standard`, `discord` or `slack`: how an endpoint's deliveries are rendered.
@@ -109,23 +128,6 @@ pub(super) fn parse_format(v: Option<&str>) -> Result<Option<Format>> {
     .transpose()
 }
 
-/// Headers HookIt sets itself; an endpoint cannot override them.
-const RESERVED_HEADERS: &[&str] = &[
-    "host",
-    "content-type",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "user-agent",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "traceparent",
-    "upgrade",
-    "te",
-    "keep-alive",
-];
-
 fn validate_headers(h: &BTreeMap<String, String>) -> Result<()> {
     if h.len() > MAX_HEADERS {
         return Err(Error::invalid(
@@ -140,7 +142,7 @@ fn validate_headers(h: &BTreeMap<String, String>) -> Result<()> {
                 format!("`{k}` is not a valid header name"),
             )
         })?;
-        if RESERVED_HEADERS.contains(&name.as_str()) {
+        if is_reserved_header(name.as_str()) {
             return Err(Error::invalid(
                 "invalid-headers",
                 format!("`{k}` is set by HookIt and cannot be overridden"),
@@ -152,6 +154,18 @@ fn validate_headers(h: &BTreeMap<String, String>) -> Result<()> {
                 format!("the value of `{k}` is not a valid header value"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// Size only: whether it compiles is checked by the engine, which `db` does
+/// not run (the API and the controller call `Transformer::check` first).
+fn validate_transformation(code: &str) -> Result<()> {
+    if code.trim().is_empty() || code.len() > MAX_SOURCE_BYTES {
+        return Err(Error::invalid(
+            "invalid-transformation",
+            format!("transformation must be 1 to {MAX_SOURCE_BYTES} bytes of JavaScript (null removes it)"),
+        ));
     }
     Ok(())
 }
@@ -221,6 +235,7 @@ impl EndpointSpec {
             rate_limit: self.rate_limit,
             max_in_flight: self.max_in_flight,
             format: self.format.clone(),
+            transformation: self.transformation.clone().map(Some),
         }
     }
 
@@ -243,6 +258,9 @@ impl EndpointPatch {
             validate_headers(h)?;
         }
         parse_format(self.format.as_deref())?;
+        if let Some(Some(code)) = &self.transformation {
+            validate_transformation(code)?;
+        }
         if self.description.as_ref().is_some_and(|d| d.len() > 1024) {
             return Err(Error::invalid(
                 "invalid-endpoint",

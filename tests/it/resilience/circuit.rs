@@ -152,6 +152,7 @@ fn failed(c: &hookit::db::deliveries::Claimed) -> hookit::db::deliveries::Comple
         probe: false,
         rate_limited: c.rate_limited,
         deferred: false,
+        sent: true,
     }
 }
 

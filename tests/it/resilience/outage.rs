@@ -101,7 +101,7 @@ impl PrivateStack {
             Some(local_wake.clone()),
             shutdown.clone(),
         );
-        let state = AppState::new(&cfg, store.clone(), work, None);
+        let state = AppState::new(&cfg, store.clone(), work, None).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let api = tokio::spawn(api::serve_on(listener, state, shutdown.clone()));
