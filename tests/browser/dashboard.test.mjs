@@ -75,6 +75,9 @@ test('dashboard: sign in, dead letters in demo "errors" mode, redrive after "up"
   const page = context.pages()[0] || await context.newPage();
   page.on('pageerror', (err) => pageErrors.push(String(err && err.stack || err)));
   page.on('console', (msg) => { if (msg.type() === 'error') consoleErrors.push(msg.text()); });
+  // The dashboard is native ES modules: the entry and each module it imports are separate requests.
+  const scripts = [];
+  page.on('response', (res) => { if (/^\/assets\/.+\.js$/.test(new URL(res.url()).pathname)) scripts.push(res); });
   page.setDefaultTimeout(T_UI);
 
   let current = 'start';
@@ -90,6 +93,16 @@ test('dashboard: sign in, dead letters in demo "errors" mode, redrive after "up"
       const res = await page.goto(`${BASE_URL}/`, { waitUntil: 'domcontentloaded', timeout: T_LOAD });
       assert.ok(res && res.ok(), `GET / answered ${res && res.status()}`);
       await page.waitForSelector(sel.signinForm, { state: 'visible', timeout: T_LOAD });
+      // Every module was served as JavaScript under the dashboard's CSP (a module the
+      // server does not serve would stop the whole page).
+      const loaded = scripts.map((r) => new URL(r.url()).pathname);
+      assert.ok(loaded.includes('/assets/app.js') && loaded.includes('/assets/views/endpoints.js'), `modules loaded: ${loaded.join(', ')}`);
+      for (const r of scripts) {
+        const where = new URL(r.url()).pathname;
+        assert.equal(r.status(), 200, `GET ${where}`);
+        assert.match(r.headers()['content-type'] || '', /^text\/javascript/, `content type of ${where}`);
+        assert.match(r.headers()['content-security-policy'] || '', /default-src 'self'/, `CSP of ${where}`);
+      }
       // The key input must be a labelled password field.
       const input = page.getByLabel('API key', { exact: true });
       assert.equal(await input.getAttribute('type'), 'password');
