@@ -75,6 +75,9 @@ test('dashboard: sign in, dead letters in demo "errors" mode, redrive after "up"
   const page = context.pages()[0] || await context.newPage();
   page.on('pageerror', (err) => pageErrors.push(String(err && err.stack || err)));
   page.on('console', (msg) => { if (msg.type() === 'error') consoleErrors.push(msg.text()); });
+  // The dashboard is native ES modules: the entry and each module it imports are separate requests.
+  const scripts = [];
+  page.on('response', (res) => { if (/^\/assets\/.+\.js$/.test(new URL(res.url()).pathname)) scripts.push(res); });
   page.setDefaultTimeout(T_UI);
 
   let current = 'start';
@@ -90,6 +93,23 @@ test('dashboard: sign in, dead letters in demo "errors" mode, redrive after "up"
       const res = await page.goto(`${BASE_URL}/`, { waitUntil: 'domcontentloaded', timeout: T_LOAD });
       assert.ok(res && res.ok(), `GET / answered ${res && res.status()}`);
       await page.waitForSelector(sel.signinForm, { state: 'visible', timeout: T_LOAD });
+      // Every module was served as JavaScript under the dashboard's CSP (a module the
+      // server does not serve would stop the whole page). The page lists what it
+      // loaded; Playwright may report those responses a little later.
+      const loaded = await page.evaluate(() => performance.getEntriesByType('resource')
+        .map((e) => new URL(e.name).pathname).filter((p) => /^\/assets\/.+\.js$/.test(p)));
+      assert.ok(loaded.includes('/assets/app.js') && loaded.includes('/assets/views/endpoints.js'), `modules loaded: ${loaded.join(', ')}`);
+      const reported = () => new Set(scripts.map((r) => new URL(r.url()).pathname));
+      for (const deadline = Date.now() + T_UI; loaded.some((p) => !reported().has(p));) {
+        assert.ok(Date.now() < deadline, `no response reported for ${loaded.filter((p) => !reported().has(p)).join(', ')}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      for (const r of scripts) {
+        const where = new URL(r.url()).pathname;
+        assert.equal(r.status(), 200, `GET ${where}`);
+        assert.match(r.headers()['content-type'] || '', /^text\/javascript/, `content type of ${where}`);
+        assert.match(r.headers()['content-security-policy'] || '', /default-src 'self'/, `CSP of ${where}`);
+      }
       // The key input must be a labelled password field.
       const input = page.getByLabel('API key', { exact: true });
       assert.equal(await input.getAttribute('type'), 'password');
@@ -226,6 +246,19 @@ test('dashboard: sign in, dead letters in demo "errors" mode, redrive after "up"
         throw err;
       });
       await shot('dashboard-redriven.png');
+    });
+
+    await step('open a redriven delivery and its event', async () => {
+      const id = dead.ids[0];
+      await page.click(`[data-testid="delivery-row"][data-id="${id}"] a[href="#/deliveries/${encodeURIComponent(id)}"]`);
+      await page.waitForSelector('[data-testid="delivery-detail"][data-status="succeeded"]', { timeout: T_LOAD });
+      // The attempt that succeeded after the redrive is listed with its 2xx status.
+      await page.locator('[data-testid="attempt-row"] .code-pill--ok').first().waitFor({ state: 'visible', timeout: T_UI });
+      await page.locator('[data-testid="event-payload"]').waitFor({ state: 'visible', timeout: T_LOAD });
+      await page.locator('#main').getByRole('link', { name: 'View event' }).click();
+      await page.waitForSelector(`[data-testid="delivery-row"][data-id="${id}"]`, { timeout: T_LOAD });
+      await page.locator('[data-testid="event-payload"]').waitFor({ state: 'visible', timeout: T_UI });
+      assert.equal(await page.getAttribute(sel.navDeliveries, 'aria-current'), 'page', 'an event page belongs to Deliveries');
     });
 
     await step('sign out', async () => {
