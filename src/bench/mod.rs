@@ -11,6 +11,7 @@ pub mod receiver;
 mod report;
 mod scale;
 mod scenarios;
+mod transform;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -29,7 +30,7 @@ pub use report::Row;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct BenchArgs {
-    /// Scenarios: ingest, ingest-batch, deliver, latency, backlog, noisy, fleet, scale.
+    /// Scenarios: ingest, ingest-batch, deliver, latency, backlog, noisy, fleet, scale, transform.
     pub scenarios: Vec<String>,
     /// Measurement window per case.
     pub duration: Duration,
@@ -291,9 +292,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
             "noisy" => scenarios::noisy(&ctx).await?,
             "fleet" => fleet::fleet(&ctx).await?,
             "scale" => scale::scale(&ctx).await?,
+            "transform" => transform::transform(&ctx).await?,
             other => {
                 return Err(anyhow!(
-                "--scenario: unknown scenario `{other}` (ingest, ingest-batch, deliver, latency, backlog, noisy, fleet, scale)"
+                "--scenario: unknown scenario `{other}` (ingest, ingest-batch, deliver, latency, backlog, noisy, fleet, scale, transform)"
             ))
             }
         };

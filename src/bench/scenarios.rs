@@ -254,55 +254,66 @@ pub(crate) async fn deliver(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
     for n_ep in [1usize, 10] {
         for &workers in &ctx.args.workers {
-            let url = ctx.server.database("hookit_bench").await?;
-            let d = Deployment::start(&url, workers, &[]).await?;
-            endpoints(&d, ctx.receiver, n_ep, json!({})).await?;
-            let (api, wk) = d.pids();
-            let all: Vec<u32> = api.iter().chain(wk.iter()).copied().collect();
-            ctx.tally.reset();
-            let credits = ctx.tally.credit_window(WINDOW);
-            let warmup = Duration::from_secs(2);
-            let end = Instant::now() + warmup + ctx.args.duration;
-            let publishing = tokio::spawn(publish_owned(
-                d.base.clone(),
-                d.key.clone(),
-                ctx.args.publishers,
-                end,
-                Pace::Window(credits, n_ep as u32),
-            ));
-            tokio::time::sleep(warmup).await;
-            ctx.tally.take_latencies();
-            let a = probe(&d.store, &all).await?;
-            let before = ctx.tally.delivered.load(Ordering::Relaxed);
-            tokio::time::sleep_until(end.into()).await;
-            let after = ctx.tally.delivered.load(Ordering::Relaxed);
-            let b = probe(&d.store, &all).await?;
-            let published = publishing.await.unwrap_or(0);
-            let delivered = (after - before) as f64;
-            let mut row = Row {
-                scenario: "deliver".into(),
-                case: format!(
-                    "{n_ep} endpoint{}, {workers} worker{}",
-                    if n_ep > 1 { "s" } else { "" },
-                    if workers > 1 { "s" } else { "" }
-                ),
-                rate: delivered / (b.at - a.at).as_secs_f64(),
-                unit: "deliveries/s".into(),
-                note: format!(
-                    "end to end, closed loop of {WINDOW} deliveries, {} publishers; {published} events accepted; duplicates {}",
-                    ctx.args.publishers,
-                    ctx.tally.duplicates.load(Ordering::Relaxed)
-                ),
-                ..Default::default()
-            };
-            percentiles(&mut row, ctx.tally.take_latencies());
-            costs(&mut row, &a, &b, delivered, &all);
-            rows.push(row);
-            d.stop().await;
-            ctx.server.drop_database("hookit_bench").await;
+            rows.push(deliver_case(ctx, n_ep, workers, json!({})).await?);
         }
     }
     Ok(rows)
+}
+
+/// One case of the deliver scenario: `n_ep` endpoints created with the extra
+/// settings `endpoint`, `workers` worker processes, a closed loop of deliveries.
+pub(super) async fn deliver_case(
+    ctx: &Ctx<'_>,
+    n_ep: usize,
+    workers: usize,
+    endpoint: serde_json::Value,
+) -> anyhow::Result<Row> {
+    let url = ctx.server.database("hookit_bench").await?;
+    let d = Deployment::start(&url, workers, &[]).await?;
+    endpoints(&d, ctx.receiver, n_ep, endpoint).await?;
+    let (api, wk) = d.pids();
+    let all: Vec<u32> = api.iter().chain(wk.iter()).copied().collect();
+    ctx.tally.reset();
+    let credits = ctx.tally.credit_window(WINDOW);
+    let warmup = Duration::from_secs(2);
+    let end = Instant::now() + warmup + ctx.args.duration;
+    let publishing = tokio::spawn(publish_owned(
+        d.base.clone(),
+        d.key.clone(),
+        ctx.args.publishers,
+        end,
+        Pace::Window(credits, n_ep as u32),
+    ));
+    tokio::time::sleep(warmup).await;
+    ctx.tally.take_latencies();
+    let a = probe(&d.store, &all).await?;
+    let before = ctx.tally.delivered.load(Ordering::Relaxed);
+    tokio::time::sleep_until(end.into()).await;
+    let after = ctx.tally.delivered.load(Ordering::Relaxed);
+    let b = probe(&d.store, &all).await?;
+    let published = publishing.await.unwrap_or(0);
+    let delivered = (after - before) as f64;
+    let mut row = Row {
+        scenario: "deliver".into(),
+        case: format!(
+            "{n_ep} endpoint{}, {workers} worker{}",
+            if n_ep > 1 { "s" } else { "" },
+            if workers > 1 { "s" } else { "" }
+        ),
+        rate: delivered / (b.at - a.at).as_secs_f64(),
+        unit: "deliveries/s".into(),
+        note: format!(
+            "end to end, closed loop of {WINDOW} deliveries, {} publishers; {published} events accepted; duplicates {}",
+            ctx.args.publishers,
+            ctx.tally.duplicates.load(Ordering::Relaxed)
+        ),
+        ..Default::default()
+    };
+    percentiles(&mut row, ctx.tally.take_latencies());
+    costs(&mut row, &a, &b, delivered, &all);
+    d.stop().await;
+    ctx.server.drop_database("hookit_bench").await;
+    Ok(row)
 }
 
 async fn publish_owned(base: String, key: String, n: usize, until: Instant, pace: Pace) -> u64 {

@@ -19,6 +19,7 @@ mod kubelet;
 mod leader;
 mod node;
 mod rbac;
+mod transformations;
 
 use std::time::Duration;
 
