@@ -16,8 +16,8 @@ mod env;
 mod feed;
 mod install;
 mod kubelet;
+mod kubelet_node;
 mod leader;
-mod node;
 mod rbac;
 
 use std::time::Duration;
