@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes binaries the operator tests need -- kube-apiserver,
-# kube-controller-manager, etcd, helm, kubelet and kube-scheduler -- from source
-# with the Go toolchain (the "envtest" arrangement: a real API server + etcd,
-# plus the controller manager for the chart-run test, and the kubelet and
-# scheduler of the kubelet test's node; no downloads of prebuilt binaries).
+# kube-controller-manager, etcd, helm, kubelet, kube-scheduler, kube-proxy and
+# CoreDNS -- from source with the Go toolchain (the "envtest" arrangement: a real
+# API server + etcd, plus the controller manager, kubelet, scheduler, kube-proxy
+# and cluster DNS of scripts/kubelet-node.sh's node, for the chart-run and
+# kubelet tests; no downloads of prebuilt binaries).
 #
 #   scripts/k8s-bins.sh [all]           build whatever is missing or stale (default)
 #   scripts/k8s-bins.sh kube-apiserver|kube-controller-manager|etcd|helm   build just one

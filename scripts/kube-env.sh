@@ -4,7 +4,8 @@
 # arrangement). Binaries come from scripts/k8s-bins.sh. With
 # KUBE_ENV_CONTROLLERS=1 it also runs kube-controller-manager with the workload
 # controllers (Deployments, ReplicaSets, StatefulSets, Jobs, EndpointSlices,
-# garbage collection), so Pods get created for a node to run (the chart-run test).
+# garbage collection, PersistentVolume binding), so Pods get created for a node
+# to run (scripts/kubelet-node.sh).
 #
 #   scripts/kube-env.sh start DIR    start (or reuse, if already running) an environment in DIR
 #   scripts/kube-env.sh stop DIR     stop it; no processes are left behind
@@ -43,7 +44,7 @@
 #   KUBE_ENV_SERVICE_ACCOUNTS=1  the ServiceAccount admission plugin on, and
 #                         kube-controller-manager publishing the kube-root-ca.crt
 #                         ConfigMap, so a real kubelet mounts pods a token (the
-#                         kubelet node; the stand-in node asks for tokens itself)
+#                         kubelet node)
 #   KUBE_ENV_WATCH_PID    if set, a watchdog stops the environment once that
 #                         process exits (e.g. the test binary's pid), so a
 #                         crashed test run leaves nothing running
@@ -293,8 +294,9 @@ EOF
   return 0
 }
 
-# The workload controllers only: no node lifecycle (the node of the chart-run
-# test sends no heartbeats), no scheduler-facing or cloud controllers.
+# The workload controllers, and those a node's pods need (ServiceAccounts, the
+# root CA ConfigMap, PersistentVolume binding): no node lifecycle (the
+# not-ready taint is removed by scripts/kubelet-node.sh), no cloud controllers.
 start_controllers() {
   local port controllers
   port="$(free_port)"

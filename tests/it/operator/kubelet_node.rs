@@ -193,8 +193,14 @@ pub struct HookitProcess {
     pub cmdline: String,
     /// `Uid:` of /proc/<pid>/status (real, effective, saved, fs).
     pub uid: String,
+    /// `Gid:`.
+    pub gid: String,
     /// `CapEff:`.
     pub cap_eff: String,
+    /// `CapBnd:`: what it could ever regain.
+    pub cap_bnd: String,
+    /// `Seccomp:`: 2 is a filter (the pod's `RuntimeDefault` profile).
+    pub seccomp: String,
     /// `NoNewPrivs:`.
     pub no_new_privs: String,
     /// Mount options of its root.
@@ -239,7 +245,10 @@ pub fn hookit_processes() -> Vec<HookitProcess> {
         out.push(HookitProcess {
             cmdline: cmdline.trim().to_string(),
             uid: field("Uid:"),
+            gid: field("Gid:"),
             cap_eff: field("CapEff:"),
+            cap_bnd: field("CapBnd:"),
+            seccomp: field("Seccomp:"),
             no_new_privs: field("NoNewPrivs:"),
             root_mount,
             memory_cgroup: memory,
@@ -248,12 +257,16 @@ pub fn hookit_processes() -> Vec<HookitProcess> {
     out
 }
 
-/// Asserts that runc ran `p` as the chart's pod spec says: uid 65532, no
-/// capabilities, no privilege escalation, a read-only root, the pod's cgroup.
+/// Asserts that runc ran `p` as the chart's pod spec says: uid and gid 65532,
+/// no capabilities (nor any to regain), no privilege escalation, the
+/// `RuntimeDefault` seccomp filter, a read-only root, the pod's cgroup.
 pub fn assert_confined(p: &HookitProcess) {
     let cmd = &p.cmdline;
     assert_eq!(p.uid, "65532 65532 65532 65532", "{cmd}: Uid");
+    assert_eq!(p.gid, "65532 65532 65532 65532", "{cmd}: Gid");
     assert_eq!(p.cap_eff, "0000000000000000", "{cmd}: CapEff");
+    assert_eq!(p.cap_bnd, "0000000000000000", "{cmd}: CapBnd");
+    assert_eq!(p.seccomp, "2", "{cmd}: Seccomp");
     assert_eq!(p.no_new_privs, "1", "{cmd}: NoNewPrivs");
     assert!(
         p.root_mount.split(',').any(|o| o == "ro"),
