@@ -10,7 +10,9 @@ use std::process::Command;
 use super::env::{bins_dir, repo};
 
 /// The node, stopped (and the host's settings restored) on drop, so a failing
-/// test leaves nothing running.
+/// test leaves nothing running. Its directory (over a gigabyte: images,
+/// containerd's snapshots, the database volume) is removed too, unless the
+/// test failed: then its logs are what tells why.
 pub struct KubeletNode {
     /// Where the script keeps the node (logs, images, volumes).
     pub dir: PathBuf,
@@ -96,6 +98,8 @@ impl Drop for KubeletNode {
                 "kubelet-node.sh stop: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
+        } else if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
