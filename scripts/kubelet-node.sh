@@ -5,9 +5,9 @@
 # bridge CNI plugin, kube-proxy (iptables mode) for Services, and CoreDNS as the
 # cluster DNS. kubelet, kube-scheduler and kube-proxy are built from the repo's
 # k8s.io/kubernetes pin, CoreDNS from its module (scripts/k8s-bins.sh kubelet).
-# No registry is reached: images are imported from docker-archive tars
-# (scripts/docker-archive.py), and `start` imports, besides the pause image,
-# stand-ins for the two public images the examples name (see stand_in_images).
+# No registry is reached: images are imported from docker-archive tars, and
+# `start` imports, besides the pause image, stand-ins for the two public images
+# the examples name (scripts/node-images.sh).
 #
 # Pods get ServiceAccount tokens (kube-env's KUBE_ENV_SERVICE_ACCOUNTS), reach
 # the API server through the `kubernetes` Service (the API server listens on
@@ -85,16 +85,6 @@ need_packages() {
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
-}
-
-# The sandbox ("pause") image: a static C program that reaps children and exits on TERM.
-pause_image() {
-  local out="$DIR/images/pause.tar"
-  [[ -s "$out" ]] && return
-  mkdir -p "$DIR/images/pause-root"
-  gcc -Os -static -o "$DIR/images/pause-root/pause" "$ROOT/tests/k8s-bins/node/pause.c"
-  strip "$DIR/images/pause-root/pause"
-  python3 "$ROOT/scripts/docker-archive.py" "$out" localhost/pause:3.10 "$DIR/images/pause-root" '["/pause"]' >/dev/null
 }
 
 write_configs() {
@@ -211,78 +201,6 @@ cluster.local:53 in-addr.arpa:53 {
 EOF
 }
 
-# Stand-ins for the public images of examples/postgres.yaml and
-# examples/receiver.yaml, under the names the YAML uses (no registry is
-# reachable), so the README's commands run unchanged:
-# - postgres:17-bookworm: Debian's PostgreSQL server (the machine's, a
-#   different major version) with an entrypoint that does what the official
-#   image's does on an empty volume: initdb with POSTGRES_USER/POSTGRES_PASSWORD,
-#   create POSTGRES_DB, accept password logins from the network, then run the
-#   server as uid 999. `sh` and `pg_isready` are there for the manifest's exec probes.
-# - mendhak/http-https-echo:31: tests/k8s-bins/node/echo.c, which logs every
-#   request to stdout as that image does (one JSON line each).
-stand_in_images() {
-  local pg root f lib
-  if [[ ! -s "$DIR/images/postgres.tar" ]]; then
-    pg="$(dirname "$(dirname "$(compgen -G '/usr/lib/postgresql/*/bin/initdb' | sort -V | tail -n 1)")")"
-    [[ -d "$pg" ]] || die "no PostgreSQL server installed (apt-get install postgresql)"
-    root="$DIR/images/postgres-root"
-    rm -rf "$root"
-    mkdir -p "$root/usr/lib/postgresql" "$root/usr/share/postgresql" "$root/usr/bin" "$root/usr/local/bin" \
-      "$root/etc" "$root/tmp" "$root/var/run/postgresql" "$root/var/lib/postgresql/data"
-    chmod 1777 "$root/tmp"
-    cp -a "$pg" "$root/usr/lib/postgresql/"
-    cp -a "/usr/share/postgresql/$(basename "$pg")" "$root/usr/share/postgresql/"
-    cp -a /usr/share/zoneinfo "$root/usr/share/"
-    for f in sh mkdir chown chmod cat rm setpriv; do cp -L "$(command -v "$f")" "$root/usr/bin/$f"; done
-    for f in "$pg"/bin/*; do ln -sf "$f" "$root/usr/local/bin/$(basename "$f")"; done
-    for f in "$root"/usr/bin/* "$pg"/bin/* "$pg"/lib/*.so; do
-      ldd "$f" 2>/dev/null | grep -oE '/[^ ]+' || true
-    done | sort -u | while read -r lib; do
-      [[ -e "$root$lib" ]] || { mkdir -p "$(dirname "$root$lib")"; cp -L "$lib" "$root$lib"; }
-    done
-    ln -s usr/bin "$root/bin"
-    printf 'root:x:0:0::/root:/bin/sh\npostgres:x:999:999::/var/lib/postgresql:/bin/sh\n' >"$root/etc/passwd"
-    printf 'root:x:0:\npostgres:x:999:\n' >"$root/etc/group"
-    cat >"$root/usr/local/bin/docker-entrypoint.sh" <<'EOS'
-#!/bin/sh
-# The official image's first-start steps, for the environment it documents.
-set -eu
-: "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD is not set}"
-user="${POSTGRES_USER:-postgres}"
-db="${POSTGRES_DB:-$user}"
-PGDATA="${PGDATA:-/var/lib/postgresql/data}"
-mkdir -p "$PGDATA" /var/run/postgresql
-chown 999:999 "$PGDATA" /var/run/postgresql
-chmod 700 "$PGDATA"
-as_postgres() { setpriv --reuid=999 --regid=999 --clear-groups "$@"; }
-if [ ! -s "$PGDATA/PG_VERSION" ]; then
-  printf '%s\n' "$POSTGRES_PASSWORD" >/tmp/pwfile
-  chown 999 /tmp/pwfile
-  as_postgres initdb -D "$PGDATA" --username="$user" --pwfile=/tmp/pwfile \
-    --auth-local=trust --auth-host=scram-sha-256 --locale=C --encoding=UTF8 >/dev/null
-  rm -f /tmp/pwfile
-  printf 'host all all all scram-sha-256\n' >>"$PGDATA/pg_hba.conf"
-  if [ "$db" != postgres ]; then
-    printf 'CREATE DATABASE "%s" OWNER "%s"\n' "$db" "$user" | as_postgres postgres --single -D "$PGDATA" postgres >/dev/null
-  fi
-  echo "docker-entrypoint.sh: database $db initialised"
-fi
-exec setpriv --reuid=999 --regid=999 --clear-groups postgres -D "$PGDATA" -c listen_addresses='*'
-EOS
-    chmod 755 "$root/usr/local/bin/docker-entrypoint.sh"
-    python3 "$ROOT/scripts/docker-archive.py" "$DIR/images/postgres.tar" postgres:17-bookworm "$root" \
-      '["/usr/local/bin/docker-entrypoint.sh"]' >/dev/null
-  fi
-  if [[ ! -s "$DIR/images/echo.tar" ]]; then
-    root="$DIR/images/echo-root"
-    mkdir -p "$root"
-    gcc -Os -static -o "$root/echo" "$ROOT/tests/k8s-bins/node/echo.c"
-    strip "$root/echo"
-    python3 "$ROOT/scripts/docker-archive.py" "$DIR/images/echo.tar" mendhak/http-https-echo:31 "$root" '["/echo"]' >/dev/null
-  fi
-}
-
 # The StatefulSet of examples/postgres.yaml claims 1Gi with no storage class;
 # kind's local-path provisioner would make a hostPath volume for it. Here one
 # is made in advance.
@@ -355,8 +273,7 @@ start() {
   PROXY_HEALTHZ_PORT="$(free_port)"
   PROXY_METRICS_PORT="$(free_port)"
   DNS_READY_PORT="$(free_port)"
-  pause_image
-  stand_in_images
+  "$ROOT/scripts/node-images.sh" "$DIR/images"
   write_configs
   log "starting containerd"
   setsid containerd --config "$DIR/containerd/config.toml" </dev/null >"$DIR/containerd.log" 2>&1 &

@@ -12,8 +12,8 @@
 //! pod spec says: uid 65532, no capabilities, no privilege escalation,
 //! read-only root, in its pod's cgroup, with no restart.
 //!
-//! The two public images the examples name come from the node's stand-ins (see
-//! `stand_in_images` in the script): `postgres:17-bookworm` is Debian's
+//! The two public images the examples name come from the node's stand-ins
+//! (`scripts/node-images.sh`): `postgres:17-bookworm` is Debian's
 //! PostgreSQL, and the echo receiver logs each request as the real one does;
 //! the test reads that log.
 

@@ -10,7 +10,7 @@ use std::process::Command;
 use super::env::{bins_dir, repo};
 
 /// The node, stopped (and the host's settings restored) on drop, so a failing
-/// test leaves nothing running. Its directory (over a gigabyte: images,
+/// test leaves nothing running. Its directory (hundreds of megabytes: images,
 /// containerd's snapshots, the database volume) is removed too, unless the
 /// test failed: then its logs are what tells why.
 pub struct KubeletNode {
