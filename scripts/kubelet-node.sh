@@ -40,10 +40,12 @@
 #   child's PID from pipe: EOF").
 # - The node's `not-ready` taint is removed by hand once Ready (kube-env runs no
 #   node-lifecycle controller).
-# - kube-proxy leaves the conntrack sysctls alone (`maxPerCore: 0`): they are
-#   the host's, and this machine's /proc/sys may refuse them.
-# - CoreDNS answers cluster.local only, on the bridge address: a name outside
-#   the cluster gets no answer from elsewhere, so no query leaves the machine.
+# Chosen rather than found by trying:
+# - kube-proxy leaves the conntrack sysctls alone (`maxPerCore: 0`, timeouts 0):
+#   they are the host's, and `stop` would have to restore them.
+# - CoreDNS answers cluster.local only, on the bridge address, and forwards
+#   nothing: a name outside the cluster gets an error, and no query leaves the
+#   machine.
 # Do not use `kubectl logs`/`exec`/`port-forward` against this node: the API
 # server would look the node's name up in the machine's DNS resolver (the
 # kubelet serves on 127.0.0.1, so it would fail anyway); read the container
