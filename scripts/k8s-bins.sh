@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes binaries the operator tests need -- kube-apiserver,
-# kube-controller-manager, etcd, helm, kubelet and kube-scheduler -- from source
-# with the Go toolchain (the "envtest" arrangement: a real API server + etcd,
-# plus the controller manager for the chart-run test, and the kubelet and
-# scheduler of the kubelet test's node; no downloads of prebuilt binaries).
+# kube-controller-manager, etcd, helm, kubelet, kube-scheduler, kube-proxy and
+# CoreDNS -- from source with the Go toolchain (the "envtest" arrangement: a real
+# API server + etcd, plus the controller manager, kubelet, scheduler, kube-proxy
+# and cluster DNS of scripts/kubelet-node.sh's node, for the chart-run and
+# kubelet tests; no downloads of prebuilt binaries).
 #
 #   scripts/k8s-bins.sh [all]           build whatever is missing or stale (default)
 #   scripts/k8s-bins.sh kube-apiserver|kube-controller-manager|etcd|helm   build just one
 #   scripts/k8s-bins.sh keda-crds                  fetch KEDA's CRDs (tests/k8s-bins/keda/pin)
-#   scripts/k8s-bins.sh kubelet         kubelet + kube-scheduler (tests/k8s-bins/node), for
+#   scripts/k8s-bins.sh kubelet         kubelet + kube-scheduler + kube-proxy (tests/k8s-bins/node)
+#                                       and coredns (tests/k8s-bins/dns), for
 #                                       scripts/kubelet-node.sh (also part of `all`)
 #   scripts/k8s-bins.sh check           exit 0 if all are built and current, 1 otherwise
 #   scripts/k8s-bins.sh path            print the bin directory
 #   scripts/k8s-bins.sh regen-apiserver-mod v1.35.N   rewrite tests/k8s-bins/apiserver/go.mod for another release
 #
-# Pins live in tests/k8s-bins/{apiserver,etcd,helm}/go.mod (+ go.sum); the
-# apiserver module pins k8s.io/kubernetes for both of its binaries. Output:
+# Pins live in tests/k8s-bins/{apiserver,etcd,helm,node,dns}/go.mod (+ go.sum); the
+# apiserver module pins k8s.io/kubernetes for both of its binaries, the node module
+# for the node's three. Output:
 # .cache/k8s-bins/bin/{kube-apiserver,kube-controller-manager,etcd,helm}; module and build caches in
 # .cache/go/{mod,build}. A binary is rebuilt only when its stamp file (pinned
 # version + hash of go.mod/go.sum) no longer matches, so warm runs take well
@@ -117,6 +120,14 @@ build_etcd() {
   build_one etcd "$d" "$v" go.etcd.io/etcd/server/v3 ""
 }
 
+# CoreDNS with only the plugins the node's Corefile uses (tests/k8s-bins/dns/main.go).
+build_coredns() {
+  local d="$PINS/dns" v
+  v="$(pinned_version "$d" github.com/coredns/coredns)"
+  [[ -n "$v" ]] || die "cannot read coredns version from $d/go.mod"
+  build_one coredns "$d" "$v" . ""
+}
+
 build_helm() {
   local d="$PINS/helm" v cg major minor ldflags
   v="$(pinned_version "$d" helm.sh/helm/v3)"
@@ -158,6 +169,8 @@ check_all() {
   is_current helm "$PINS/helm" "$(pinned_version "$PINS/helm" helm.sh/helm/v3)" || ok=1
   is_current kubelet "$PINS/node" "$(pinned_version "$PINS/node" k8s.io/kubernetes)" || ok=1
   is_current kube-scheduler "$PINS/node" "$(pinned_version "$PINS/node" k8s.io/kubernetes)" || ok=1
+  is_current kube-proxy "$PINS/node" "$(pinned_version "$PINS/node" k8s.io/kubernetes)" || ok=1
+  is_current coredns "$PINS/dns" "$(pinned_version "$PINS/dns" github.com/coredns/coredns)" || ok=1
   [[ -f "$BIN_DIR/../keda-crds/.stamp" ]] || ok=1
   return $ok
 }
@@ -211,6 +224,7 @@ case "$cmd" in
       with_lock
       build_etcd; k8s_build kube-apiserver; k8s_build kube-controller-manager; build_helm; keda_crds
       k8s_build kubelet "$PINS/node"; k8s_build kube-scheduler "$PINS/node"
+      k8s_build kube-proxy "$PINS/node"; build_coredns
     else
       log "all binaries up to date"
     fi
@@ -220,7 +234,11 @@ case "$cmd" in
   etcd) with_lock; build_etcd; echo "$BIN_DIR" ;;
   helm) with_lock; build_helm; echo "$BIN_DIR" ;;
   keda-crds) with_lock; keda_crds; echo "$BIN_DIR" ;;
-  kubelet) with_lock; k8s_build kubelet "$PINS/node"; k8s_build kube-scheduler "$PINS/node"; echo "$BIN_DIR" ;;
+  kubelet)
+    with_lock
+    k8s_build kubelet "$PINS/node"; k8s_build kube-scheduler "$PINS/node"
+    k8s_build kube-proxy "$PINS/node"; build_coredns
+    echo "$BIN_DIR" ;;
   check) check_all ;;
   path) echo "$BIN_DIR" ;;
   regen-apiserver-mod) regen_apiserver_mod "${2:-}" ;;

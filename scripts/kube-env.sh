@@ -4,7 +4,8 @@
 # arrangement). Binaries come from scripts/k8s-bins.sh. With
 # KUBE_ENV_CONTROLLERS=1 it also runs kube-controller-manager with the workload
 # controllers (Deployments, ReplicaSets, StatefulSets, Jobs, EndpointSlices,
-# garbage collection), so Pods get created for a node to run (the chart-run test).
+# garbage collection, PersistentVolume binding), so Pods get created for a node
+# to run (scripts/kubelet-node.sh).
 #
 #   scripts/kube-env.sh start DIR    start (or reuse, if already running) an environment in DIR
 #   scripts/kube-env.sh stop DIR     stop it; no processes are left behind
@@ -12,12 +13,12 @@
 #
 # `start` prints, on stdout, exactly two lines:
 #   KUBECONFIG=<DIR>/kubeconfig
-#   KUBE_APISERVER_URL=https://127.0.0.1:<port>
+#   KUBE_APISERVER_URL=https://<KUBE_ENV_ADDRESS, default 127.0.0.1>:<port>
 # and writes <DIR>/env with the same values as `export` lines plus
 # KUBE_ADMIN_TOKEN and ETCD_URL. Progress and errors go to stderr.
 #
 # What it sets up in DIR:
-#   pki/          throw-away CA, serving cert (SAN IP:127.0.0.1, DNS:localhost, and
+#   pki/          throw-away CA, serving cert (SAN the address, IP:127.0.0.1, DNS:localhost, and
 #                 the kubernetes Service's ClusterIP 10.0.0.1 and names),
 #                 service-account signing key pair, static token file
 #   etcd/         etcd data (wiped on every fresh start)
@@ -34,6 +35,16 @@
 #   KUBE_ENV_NO_BUILD=1   do not call scripts/k8s-bins.sh for missing binaries
 #   KUBE_ENV_TIMEOUT      seconds to wait for readiness (default 60)
 #   KUBE_ENV_CONTROLLERS=1  also run kube-controller-manager (workload controllers)
+#   KUBE_ENV_ADDRESS      the address the API server listens on and advertises
+#                         (default 127.0.0.1). Another one (the kubelet node's
+#                         bridge address) is put in the serving cert, and the
+#                         API server then keeps the `kubernetes` Service's
+#                         endpoints pointing at it, so pods reach it through
+#                         kube-proxy as in any cluster.
+#   KUBE_ENV_SERVICE_ACCOUNTS=1  the ServiceAccount admission plugin on, and
+#                         kube-controller-manager publishing the kube-root-ca.crt
+#                         ConfigMap, so a real kubelet mounts pods a token (the
+#                         kubelet node)
 #   KUBE_ENV_WATCH_PID    if set, a watchdog stops the environment once that
 #                         process exits (e.g. the test binary's pid), so a
 #                         crashed test run leaves nothing running
@@ -42,6 +53,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN_DIR="${K8S_BINS_DIR:-${HOOKIT_CACHE:-$ROOT/.cache}/k8s-bins/bin}"
 TIMEOUT="${KUBE_ENV_TIMEOUT:-60}"
+ADDRESS="${KUBE_ENV_ADDRESS:-127.0.0.1}"
 
 log() { printf 'kube-env: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -114,7 +126,8 @@ make_pki() {
   local pki="$DIR/pki"
   mkdir -p "$pki"
   chmod 700 "$pki"
-  if [[ ! -s "$pki/ca.crt" || ! -s "$pki/apiserver.crt" || ! -s "$pki/sa.pub" || ! -s "$pki/tokens.csv" ]]; then
+  if [[ ! -s "$pki/ca.crt" || ! -s "$pki/apiserver.crt" || ! -s "$pki/sa.pub" || ! -s "$pki/tokens.csv" ]] \
+    || ! grep -q "IP:$ADDRESS," "$pki/apiserver.ext" 2>/dev/null; then
     log "creating throw-away CA, serving cert and service-account keys in $pki"
     (
       cd "$pki"
@@ -124,7 +137,7 @@ make_pki() {
       openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
         -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
       printf '%s\n' \
-        "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc" \
+        "subjectAltName=IP:$ADDRESS,IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc" \
         "extendedKeyUsage=serverAuth" "keyUsage=critical,digitalSignature,keyEncipherment" > apiserver.ext
       openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
         -out apiserver.crt -days 3650 -extfile apiserver.ext 2>/dev/null
@@ -200,7 +213,7 @@ start_once() {
   while [[ "$peer_port" == "$etcd_port" ]]; do peer_port="$(free_port)"; done
   while [[ "$api_port" == "$etcd_port" || "$api_port" == "$peer_port" ]]; do api_port="$(free_port)"; done
   token="$(cut -d, -f1 "$DIR/pki/tokens.csv")"
-  url="https://127.0.0.1:$api_port"
+  url="https://$ADDRESS:$api_port"
 
   rm -rf "$DIR/etcd"
   log "starting etcd on 127.0.0.1:$etcd_port"
@@ -222,11 +235,17 @@ start_once() {
     return 1
   fi
 
-  log "starting kube-apiserver on 127.0.0.1:$api_port"
+  log "starting kube-apiserver on $ADDRESS:$api_port"
+  # On loopback nothing but the host can use the `kubernetes` Service's
+  # endpoints, so none are kept; on another address (a node's pods reach it),
+  # the API server keeps them, as in any cluster.
+  local reconciler=none admission=(--disable-admission-plugins ServiceAccount)
+  [[ "$ADDRESS" != 127.0.0.1 ]] && reconciler=lease
+  [[ "${KUBE_ENV_SERVICE_ACCOUNTS:-0}" == 1 ]] && admission=()
   setsid "$BIN_DIR/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 \
-    --advertise-address 127.0.0.1 \
+    --bind-address "$ADDRESS" \
+    --advertise-address "$ADDRESS" \
     --secure-port "$api_port" \
     --cert-dir "$DIR/pki" \
     --tls-cert-file "$DIR/pki/apiserver.crt" \
@@ -238,9 +257,9 @@ start_once() {
     --service-account-signing-key-file "$DIR/pki/sa.key" \
     --service-account-issuer "$url" \
     --api-audiences "$url" \
-    --disable-admission-plugins ServiceAccount \
+    "${admission[@]}" \
     --service-cluster-ip-range 10.0.0.0/24 \
-    --endpoint-reconciler-type none \
+    --endpoint-reconciler-type "$reconciler" \
     --allow-privileged=true \
     --enable-priority-and-fairness=false \
     --profiling=false \
@@ -275,11 +294,18 @@ EOF
   return 0
 }
 
-# The workload controllers only: no node lifecycle (the node of the chart-run
-# test sends no heartbeats), no scheduler-facing or cloud controllers.
+# The workload controllers, and those a node's pods need (ServiceAccounts, the
+# root CA ConfigMap, PersistentVolume binding): no node lifecycle (the
+# not-ready taint is removed by scripts/kubelet-node.sh), no cloud controllers.
 start_controllers() {
-  local port
+  local port controllers
   port="$(free_port)"
+  # The PersistentVolume binder too: examples/postgres.yaml asks for a volume,
+  # which the kubelet node provides as a pre-made PersistentVolume.
+  controllers=deployment-controller,replicaset-controller,statefulset-controller,job-controller
+  controllers+=,endpointslice-controller,garbage-collector-controller,serviceaccount-controller
+  controllers+=,persistentvolume-binder-controller
+  [[ "${KUBE_ENV_SERVICE_ACCOUNTS:-0}" == 1 ]] && controllers+=,root-ca-certificate-publisher-controller
   log "starting kube-controller-manager on 127.0.0.1:$port"
   setsid "$BIN_DIR/kube-controller-manager" \
     --kubeconfig "$DIR/kubeconfig" \
@@ -290,7 +316,8 @@ start_controllers() {
     --cert-dir "$DIR/pki/kcm" \
     --leader-elect=false \
     --use-service-account-credentials=false \
-    --controllers deployment-controller,replicaset-controller,statefulset-controller,job-controller,endpointslice-controller,garbage-collector-controller,serviceaccount-controller \
+    --controllers "$controllers" \
+    --root-ca-file "$DIR/pki/ca.crt" \
     --concurrent-deployment-syncs 2 \
     --profiling=false \
     </dev/null >"$DIR/kube-controller-manager.log" 2>&1 &

@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # A real single-node Kubernetes on this kind of machine: a kube-env control plane
-# (etcd, kube-apiserver, kube-controller-manager), kube-scheduler, and a real
-# kubelet running pods through Debian's containerd 1.6 and runc 1.1, with the
-# bridge CNI plugin. kubelet and kube-scheduler are built from the repo's
-# k8s.io/kubernetes pin (scripts/k8s-bins.sh kubelet). No registry is reached:
-# images are imported from docker-archive tars (scripts/docker-archive.py).
+# (etcd, kube-apiserver, kube-controller-manager), kube-scheduler, a real
+# kubelet running pods through Debian's containerd 1.6 and runc 1.1 with the
+# bridge CNI plugin, kube-proxy (iptables mode) for Services, and CoreDNS as the
+# cluster DNS. kubelet, kube-scheduler and kube-proxy are built from the repo's
+# k8s.io/kubernetes pin, CoreDNS from its module (scripts/k8s-bins.sh kubelet).
+# No registry is reached: images are imported from docker-archive tars, and
+# `start` imports, besides the pause image, stand-ins for the two public images
+# the examples name (scripts/node-images.sh).
 #
-# The kubelet test (tests/it/operator/kubelet.rs) installs the chart on it; the
-# README's whole path still runs on the stand-in node (tests/it/operator/node/),
-# which also stands in for kube-proxy and DNS. docs/kubernetes.md ("A real
-# kubelet") says what was tried and what is left.
+# Pods get ServiceAccount tokens (kube-env's KUBE_ENV_SERVICE_ACCOUNTS), reach
+# the API server through the `kubernetes` Service (the API server listens on
+# the bridge's 10.244.0.1), resolve <svc>.<ns>.svc.cluster.local through
+# CoreDNS on 10.244.0.1:53, and a StatefulSet's 1Gi claim binds to a hostPath
+# PersistentVolume made by `start` (as kind's local-path provisioner would).
+# The README test (tests/it/operator/install.rs) and the kubelet test
+# (tests/it/operator/kubelet.rs) run on it; docs/kubernetes.md ("A real
+# kubelet") says what was tried.
 #
 #   scripts/kubelet-node.sh start DIR            start everything; waits for Node Ready
 #                                                (pods get 10.244.0.x; the host is 10.244.0.1)
@@ -20,8 +27,10 @@
 # the kubelet sets vm.overcommit_memory=1, kernel.panic=10, kernel.panic_on_oops=1
 # (saved first, restored), the bridge plugin sets net.ipv4.ip_forward=1; a bridge
 # `hk-cni0` with 10.244.0.1/24 (pods get 10.244.0.x; no masquerade, no port
-# mapping: traffic stays on this machine); the kubelet's KUBE-* iptables chains;
-# cgroups /kubepods and /k8s.io; /var/lib/kubelet, /var/log/pods,
+# mapping: traffic stays on this machine) and a route for the Service range
+# 10.0.0.0/24 through it (so the host's own requests to a ClusterIP never leave
+# through another interface); the KUBE-* iptables chains of the kubelet and
+# kube-proxy; cgroups /kubepods and /k8s.io; /var/lib/kubelet, /var/log/pods,
 # /var/log/containers, /var/lib/cni, /run/netns/cni-*.
 #
 # Settings this machine needs (each found by trying; see docs/kubernetes.md):
@@ -31,8 +40,12 @@
 #   child's PID from pipe: EOF").
 # - The node's `not-ready` taint is removed by hand once Ready (kube-env runs no
 #   node-lifecycle controller).
-# Pods get no ServiceAccount token (kube-env turns that admission plugin off):
-# give them `automountServiceAccountToken: false`. No kube-proxy, no cluster DNS.
+# Chosen rather than found by trying:
+# - kube-proxy leaves the conntrack sysctls alone (`maxPerCore: 0`, timeouts 0):
+#   they are the host's, and `stop` would have to restore them.
+# - CoreDNS answers cluster.local only, on the bridge address, and forwards
+#   nothing: a name outside the cluster gets an error, and no query leaves the
+#   machine.
 # Do not use `kubectl logs`/`exec`/`port-forward` against this node: the API
 # server would look the node's name up in the machine's DNS resolver (the
 # kubelet serves on 127.0.0.1, so it would fail anyway); read the container
@@ -43,7 +56,10 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NODE=hookit-kubelet
 BRIDGE=hk-cni0
 POD_CIDR=10.244.0.0/24
-SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forward)
+SYSCTLS=(vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forward
+  net.ipv4.conf.all.route_localnet net.bridge.bridge-nf-call-iptables)
+HOST_IP="${POD_CIDR%.0/24}.1"
+SERVICE_CIDR=10.0.0.0/24
 # Host directories the kubelet, containerd and CNI create outside DIR; `stop`
 # removes those that did not exist before `start`.
 HOST_DIRS=(/var/lib/kubelet /var/log/pods /var/log/containers /var/lib/cni /usr/libexec/kubernetes /opt/containerd)
@@ -73,16 +89,6 @@ need_packages() {
   fi
 }
 
-# The sandbox ("pause") image: a static C program that reaps children and exits on TERM.
-pause_image() {
-  local out="$DIR/images/pause.tar"
-  [[ -s "$out" ]] && return
-  mkdir -p "$DIR/images/pause-root"
-  gcc -Os -static -o "$DIR/images/pause-root/pause" "$ROOT/tests/k8s-bins/node/pause.c"
-  strip "$DIR/images/pause-root/pause"
-  python3 "$ROOT/scripts/docker-archive.py" "$out" localhost/pause:3.10 "$DIR/images/pause-root" '["/pause"]' >/dev/null
-}
-
 write_configs() {
   mkdir -p "$DIR/containerd" "$DIR/cni/net.d" "$DIR/kubelet" "$DIR/manifests"
   cat >"$DIR/containerd/config.toml" <<EOF
@@ -110,13 +116,17 @@ state = "$DIR/containerd/state"
     bin_dir = "/usr/lib/cni"
     conf_dir = "$DIR/cni/net.d"
 EOF
+  # Pods route their own subnet and the Service range (to kube-proxy's rules on
+  # the host), nothing else: with no default route and no masquerade, no pod
+  # traffic can leave the machine.
   cat >"$DIR/cni/net.d/10-hookit.conflist" <<EOF
 {
   "cniVersion": "0.4.0",
   "name": "hookit-pods",
   "plugins": [
     { "type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-      "ipam": { "type": "host-local", "ranges": [[{ "subnet": "$POD_CIDR" }]], "dataDir": "$DIR/cni/ipam" } }
+      "ipam": { "type": "host-local", "ranges": [[{ "subnet": "$POD_CIDR" }]], "dataDir": "$DIR/cni/ipam",
+                "routes": [{ "dst": "$SERVICE_CIDR" }] } }
   ]
 }
 EOF
@@ -149,6 +159,68 @@ evictionHard:
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
+clusterDNS: [$HOST_IP]
+clusterDomain: cluster.local
+# The host's resolv.conf is not the pods' business: its search domains and
+# servers would send their lookups off the machine.
+resolvConf: ""
+EOF
+  cat >"$DIR/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: $KUBECONFIG
+hostnameOverride: $NODE
+mode: iptables
+clusterCIDR: $POD_CIDR
+bindAddress: 127.0.0.1
+healthzBindAddress: 127.0.0.1:$PROXY_HEALTHZ_PORT
+metricsBindAddress: 127.0.0.1:$PROXY_METRICS_PORT
+nodePortAddresses: ["$HOST_IP/32"]
+iptables:
+  # Else it sets net.ipv4.conf.all.route_localnet=1 for NodePorts on 127.0.0.1.
+  localhostNodePorts: false
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+EOF
+  cat >"$DIR/Corefile" <<EOF
+cluster.local:53 in-addr.arpa:53 {
+  bind $HOST_IP
+  ready 127.0.0.1:$DNS_READY_PORT
+  errors
+  cache 5
+  kubernetes cluster.local in-addr.arpa {
+    kubeconfig $KUBECONFIG hookit-test
+  }
+}
+.:53 {
+  bind $HOST_IP
+  errors
+}
+EOF
+}
+
+# The StatefulSet of examples/postgres.yaml claims 1Gi with no storage class;
+# kind's local-path provisioner would make a hostPath volume for it. Here one
+# is made in advance.
+make_volumes() {
+  mkdir -p "$DIR/volumes/pv0"
+  kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: hookit-node-pv0
+spec:
+  capacity:
+    storage: 2Gi
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  hostPath:
+    path: $DIR/volumes/pv0
+    type: Directory
 EOF
 }
 
@@ -157,6 +229,10 @@ import_images() {
   for t in "$@"; do
     ctr -a "$SOCK" -n k8s.io images import "$t" >/dev/null || die "could not import $t"
   done
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
 wait_for() { # what seconds command...
@@ -178,27 +254,34 @@ start() {
   need_packages
   local bins
   bins="$("$ROOT/scripts/k8s-bins.sh" kubelet | tail -n 1)"
-  KUBE_ENV_CONTROLLERS=1 "$ROOT/scripts/kube-env.sh" start "$DIR/kube" >/dev/null
-  # shellcheck disable=SC1091
-  . "$DIR/kube/env"
-  pause_image
-  write_configs
   if [[ ! -f "$DIR/sysctl-saved" ]]; then
-    for k in "${SYSCTLS[@]}"; do echo "$k=$(sysctl -n "$k")"; done >"$DIR/sysctl-saved"
+    for k in "${SYSCTLS[@]}"; do
+      if sysctl -n "$k" >/dev/null 2>&1; then echo "$k=$(sysctl -n "$k")"; fi
+    done >"$DIR/sysctl-saved"
     for d in "${HOST_DIRS[@]}"; do [[ -e "$d" ]] || echo "$d"; done >"$DIR/host-dirs-created"
   fi
-  # The pods' bridge, made now rather than at the first pod, so that services
-  # for the pods (a database, a receiver) can listen on its address at once.
+  # The pods' bridge, made first: the API server and the DNS server listen on
+  # its address, and services for the pods (a database, a receiver) can too.
   if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link add "$BRIDGE" type bridge
-    ip addr add "${POD_CIDR%.0/24}.1/24" dev "$BRIDGE"
+    ip addr add "$HOST_IP/24" dev "$BRIDGE"
     ip link set "$BRIDGE" up
   fi
+  ip route replace "$SERVICE_CIDR" dev "$BRIDGE" src "$HOST_IP"
+  KUBE_ENV_CONTROLLERS=1 KUBE_ENV_ADDRESS="$HOST_IP" KUBE_ENV_SERVICE_ACCOUNTS=1 \
+    "$ROOT/scripts/kube-env.sh" start "$DIR/kube" >/dev/null
+  # shellcheck disable=SC1091
+  . "$DIR/kube/env"
+  PROXY_HEALTHZ_PORT="$(free_port)"
+  PROXY_METRICS_PORT="$(free_port)"
+  DNS_READY_PORT="$(free_port)"
+  "$ROOT/scripts/node-images.sh" "$DIR/images"
+  write_configs
   log "starting containerd"
   setsid containerd --config "$DIR/containerd/config.toml" </dev/null >"$DIR/containerd.log" 2>&1 &
   echo $! >"$DIR/containerd.pid"
   wait_for containerd 30 ctr -a "$SOCK" version
-  import_images "$DIR/images/pause.tar"
+  import_images "$DIR/images/pause.tar" "$DIR/images/postgres.tar" "$DIR/images/echo.tar"
   log "starting kube-scheduler"
   setsid "$bins/kube-scheduler" --kubeconfig "$KUBECONFIG" --authentication-kubeconfig "$KUBECONFIG" \
     --authorization-kubeconfig "$KUBECONFIG" --bind-address 127.0.0.1 --secure-port 0 --leader-elect=false \
@@ -207,10 +290,18 @@ start() {
   log "starting the kubelet"
   setsid "$bins/kubelet" --config "$DIR/kubelet/config.yaml" --kubeconfig "$KUBECONFIG" \
     --root-dir "$DIR/kubelet/root" --cert-dir "$DIR/kubelet/pki" --hostname-override "$NODE" \
-    </dev/null >"$DIR/kubelet.log" 2>&1 &
+    --node-ip "$HOST_IP" </dev/null >"$DIR/kubelet.log" 2>&1 &
   echo $! >"$DIR/kubelet.pid"
+  log "starting kube-proxy and CoreDNS"
+  setsid "$bins/kube-proxy" --config "$DIR/kube-proxy.yaml" </dev/null >"$DIR/kube-proxy.log" 2>&1 &
+  echo $! >"$DIR/kube-proxy.pid"
+  setsid "$bins/coredns" -conf "$DIR/Corefile" </dev/null >"$DIR/coredns.log" 2>&1 &
+  echo $! >"$DIR/coredns.pid"
   wait_for "node $NODE" 120 node_ready
   kubectl taint node "$NODE" node.kubernetes.io/not-ready:NoSchedule- >/dev/null 2>&1 || true
+  wait_for kube-proxy 60 curl -fsS "http://127.0.0.1:$PROXY_HEALTHZ_PORT/healthz"
+  wait_for CoreDNS 60 curl -fsS "http://127.0.0.1:$DNS_READY_PORT/ready"
+  make_volumes
   log "node $NODE is Ready (KUBECONFIG=$KUBECONFIG)"
   echo "KUBECONFIG=$KUBECONFIG"
 }
@@ -233,6 +324,9 @@ stop() {
   set +e +o pipefail
   kill_pidfile "$DIR/kube-scheduler.pid"
   kill_pidfile "$DIR/kubelet.pid"
+  # Before the iptables clean-up below, so that it does not write its rules back.
+  kill_pidfile "$DIR/kube-proxy.pid"
+  kill_pidfile "$DIR/coredns.pid"
   if [[ -S "$SOCK" ]]; then
     local t c
     for t in $(ctr -a "$SOCK" -n k8s.io tasks ls -q 2>/dev/null); do ctr -a "$SOCK" -n k8s.io tasks kill -s KILL "$t" 2>/dev/null || true; done

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine, from the project's
 # own files: PostgreSQL server binaries, Chromium, the Node test tools, the Python
-# fuzzing tools, the tools of the chart-run test's stand-in node and of the
-# kubelet test's real node, and the Go-built Kubernetes test binaries. Idempotent and quick
+# fuzzing tools, the tools of the chart-run and kubelet tests' real node, and the
+# Go-built Kubernetes test binaries. Idempotent and quick
 # when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,13 +11,13 @@ apt_packages=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || apt_packages+=(postgresql)
 command -v chromium >/dev/null || apt_packages+=(chromium)
 command -v openssl >/dev/null || apt_packages+=(openssl)
-# The chart-run test's stand-in node: network namespaces (ip), nsenter/unshare/
-# setpriv (util-linux), and curl for the documented publish command.
+# The node of scripts/kubelet-node.sh: the bridge (ip), setpriv (util-linux) for
+# its postgres stand-in image, and curl for the documented publish command.
 command -v ip >/dev/null || apt_packages+=(iproute2)
 command -v setpriv >/dev/null || apt_packages+=(util-linux)
 command -v curl >/dev/null || apt_packages+=(curl)
 # The kubelet test's node (scripts/kubelet-node.sh): containerd, runc and the
-# bridge CNI plugin; gcc for its pause image; strip for the HookIt image.
+# bridge CNI plugin; gcc for its pause and echo images; strip for the HookIt image.
 command -v containerd >/dev/null || apt_packages+=(containerd)
 command -v runc >/dev/null || apt_packages+=(runc)
 [ -x /usr/lib/cni/bridge ] || apt_packages+=(containernetworking-plugins)

@@ -107,7 +107,7 @@ fn start() -> Option<Env> {
                 bins.display()
             ));
         }
-        let kubeconfig = launch(&env_dir(), false);
+        let kubeconfig = launch(&env_dir());
         Env {
             kubeconfig,
             external: false,
@@ -117,11 +117,10 @@ fn start() -> Option<Env> {
     Some(env)
 }
 
-/// Starts `scripts/kube-env.sh` in `dir` (with kube-controller-manager when
-/// `controllers`); returns the admin kubeconfig. The watchdog stops etcd, the
-/// API server and the controller manager when this process exits, however it
+/// Starts `scripts/kube-env.sh` in `dir`; returns the admin kubeconfig. The
+/// watchdog stops etcd and the API server when this process exits, however it
 /// exits.
-fn launch(dir: &Path, controllers: bool) -> PathBuf {
+fn launch(dir: &Path) -> PathBuf {
     let bins = bins_dir();
     let started = std::time::Instant::now();
     let out = std::process::Command::new(repo().join("scripts/kube-env.sh"))
@@ -129,7 +128,6 @@ fn launch(dir: &Path, controllers: bool) -> PathBuf {
         .arg(dir)
         .env("KUBE_ENV_WATCH_PID", std::process::id().to_string())
         .env("KUBE_ENV_NO_BUILD", "1")
-        .env("KUBE_ENV_CONTROLLERS", if controllers { "1" } else { "0" })
         .env("K8S_BINS_DIR", &bins)
         .stderr(Stdio::inherit())
         .output()
@@ -152,67 +150,6 @@ fn launch(dir: &Path, controllers: bool) -> PathBuf {
     kubeconfig
 }
 
-/// A control plane of one test's own, with kube-controller-manager: for the
-/// chart-run test, which installs cluster-wide objects under fixed names (the
-/// README's) and must not meet the other tests' controllers. Stopped on drop.
-pub struct PrivateEnv {
-    /// Where kube-env.sh keeps it.
-    pub dir: PathBuf,
-    /// Admin kubeconfig.
-    pub kubeconfig: PathBuf,
-}
-
-impl PrivateEnv {
-    /// Starts it; None means "skip" (as for [`env`]). Needs the binaries that
-    /// `scripts/k8s-bins.sh` builds, including kube-controller-manager.
-    pub fn start(name: &str) -> Option<PrivateEnv> {
-        env()?;
-        if std::env::var("HOOKIT_KUBECONFIG").is_ok() {
-            return skip_or_fail(
-                "the chart-run test needs its own control plane, not HOOKIT_KUBECONFIG".into(),
-            );
-        }
-        if !bins_dir().join("kube-controller-manager").is_file() {
-            return skip_or_fail(format!(
-                "kube-controller-manager missing from {}",
-                bins_dir().display()
-            ));
-        }
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("kube-env-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("creating the kube-env directory");
-        let kubeconfig = launch(&dir, true);
-        Some(PrivateEnv { dir, kubeconfig })
-    }
-
-    /// The API server's address on loopback.
-    pub fn apiserver(&self) -> std::net::SocketAddr {
-        let env = std::fs::read_to_string(self.dir.join("env")).expect("kube-env's env file");
-        let url = env
-            .lines()
-            .find_map(|l| l.strip_prefix("export KUBE_APISERVER_URL=https://"))
-            .expect("KUBE_APISERVER_URL in the env file");
-        url.trim().parse().expect("host:port")
-    }
-
-    /// The API server's CA certificate.
-    pub fn ca(&self) -> PathBuf {
-        self.dir.join("pki/ca.crt")
-    }
-}
-
-impl Drop for PrivateEnv {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(repo().join("scripts/kube-env.sh"))
-            .arg("stop")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 /// `<target>/tmp/kube-env-<pid>`: the watchdog stops the processes when the test
 /// binary exits, and a later run removes the directories of dead runs. It stops
 /// their environment first: a run that starts right after another one would
@@ -223,7 +160,7 @@ fn env_dir() -> PathBuf {
     if let Ok(entries) = std::fs::read_dir(&root) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            // kube-env-<pid> or kube-env-<pid>-<test> (a private environment).
+            // kube-env-<pid>
             let Some(pid) = name
                 .strip_prefix("kube-env-")
                 .and_then(|rest| rest.split('-').next())

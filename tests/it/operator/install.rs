@@ -1,33 +1,45 @@
-//! The chart-run stage: the README's Kubernetes commands, run verbatim against a
-//! control plane of this test's own (kube-apiserver, etcd and the real
-//! kube-controller-manager) with the stand-in node of `super::node` running the
-//! Pods. `helm install --wait` must see the migration hook Job complete and
-//! every Deployment become available; the example endpoint must become Ready;
-//! and an event published to the chart's Service, as docs/kubernetes.md
-//! publishes it, must reach the example receiver signed with the endpoint's
-//! secret. Every HookIt container must have run as the pod spec says: uid
-//! 65532, no capabilities, no privilege escalation, read-only root (the
-//! sandbox refuses to start otherwise), with no restart.
+//! The chart-run stage: the README's Kubernetes commands, read from README.md
+//! and run as written on a real single-node cluster of this test's own
+//! (`scripts/kubelet-node.sh`: kubelet, containerd and runc, kube-proxy,
+//! CoreDNS, the real kube-controller-manager and kube-scheduler). Only the two
+//! lines that need kind and docker are replaced. `helm install --wait` must see
+//! the migration hook Job complete and every Deployment become available; the
+//! example endpoint must become Ready, which needs the controller pod to reach
+//! the API server through the `kubernetes` Service with its ServiceAccount
+//! token; and an event published to the chart's Service, as docs/kubernetes.md
+//! publishes it, must reach the example receiver (found through cluster DNS)
+//! signed with the endpoint's secret. Every HookIt process must have run as the
+//! pod spec says: uid 65532, no capabilities, no privilege escalation,
+//! read-only root, in its pod's cgroup, with no restart.
+//!
+//! The two public images the examples name come from the node's stand-ins
+//! (`scripts/node-images.sh`): `postgres:17-bookworm` is Debian's
+//! PostgreSQL, and the echo receiver logs each request as the real one does;
+//! the test reads that log.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hookit::operator::WebhookEndpoint;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::api::ListParams;
 use kube::{Api, Client};
+use serde_json::Value;
 
-use super::env::{bins_dir, client_for, repo, wait_for, PrivateEnv};
-use super::node::{Node, Options};
+use super::env::{bins_dir, client_for, repo, wait_for};
+use super::kubelet_node::{
+    assert_confined, build_image, hookit_processes, prerequisites, KubeletNode,
+};
 
 /// The README lines this test cannot run as written, and what stands in for them.
 const REPLACED: [(&str, &str); 2] = [
     (
         "kind create cluster",
-        "the test's control plane and stand-in node",
+        "scripts/kubelet-node.sh start: the test's own single-node cluster",
     ),
     (
-        "docker build -t hookit:dev .",
-        "the node runs image hookit:dev as the binary under test",
+        "docker build -t ",
+        "the binary under test, imported into the node's containerd under the README's tag",
     ),
 ];
 
@@ -58,31 +70,18 @@ fn commands(file: &str, heading: &str) -> Vec<String> {
     out
 }
 
-/// Runs one documented command with the test cluster's kubeconfig and the
-/// built helm on PATH; `netns` runs it inside the node's network (as a pod would).
-async fn sh(
-    cluster: &PrivateEnv,
-    cmd: &str,
-    netns: Option<&std::path::Path>,
-    env: &[(&str, &str)],
-) -> (bool, String, String) {
+/// Runs one documented command on the host (which is the node) with the
+/// cluster's kubeconfig and the built helm on PATH.
+async fn sh(kubeconfig: &Path, cmd: &str, env: &[(&str, &str)]) -> (bool, String, String) {
     let path = format!(
         "{}:{}",
         bins_dir().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut c = match netns {
-        Some(ns) => {
-            let mut c = tokio::process::Command::new("nsenter");
-            c.arg(format!("--net={}", ns.display())).arg("--");
-            c.arg("bash");
-            c
-        }
-        None => tokio::process::Command::new("bash"),
-    };
+    let mut c = tokio::process::Command::new("bash");
     c.args(["-euo", "pipefail", "-c", cmd])
         .current_dir(repo())
-        .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("KUBECONFIG", kubeconfig)
         .env("PATH", path)
         .envs(env.iter().copied())
         .kill_on_drop(true);
@@ -97,42 +96,40 @@ async fn sh(
     )
 }
 
+/// A request as the example receiver logged it (tests/k8s-bins/node/echo.c).
+struct Logged {
+    path: String,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+fn parse_logged(line: &str) -> Option<Logged> {
+    let v: Value = serde_json::from_str(line).ok()?;
+    let mut headers = http::HeaderMap::new();
+    for pair in v["headers"].as_array()? {
+        let name = http::HeaderName::from_bytes(pair[0].as_str()?.as_bytes()).ok()?;
+        let value = http::HeaderValue::from_str(pair[1].as_str()?).ok()?;
+        headers.append(name, value);
+    }
+    Some(Logged {
+        path: v["path"].as_str()?.to_string(),
+        headers,
+        body: {
+            let hex = v["body_hex"].as_str()?;
+            (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                .collect::<Option<Vec<u8>>>()?
+        },
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_readme_install_starts_the_chart_and_delivers_through_its_service() {
-    if let Err(why) = super::node_prerequisites(&["ip", "nsenter", "unshare", "setpriv", "curl"]) {
+async fn the_readme_install_runs_on_a_real_kubelet_and_delivers_through_its_service() {
+    if let Err(why) = prerequisites() {
         return super::skip_node_test("chart-run", "HOOKIT_CHART_RUN", &why);
     }
     let _one_node = super::NODE_LOCK.lock().await;
-    let Some(cluster) = PrivateEnv::start("chart") else {
-        return;
-    };
-    let client = client_for(&cluster.kubeconfig).await;
-    let node = Node::start(
-        client.clone(),
-        Options {
-            kubeconfig: cluster.kubeconfig.clone(),
-            ca: cluster.ca(),
-            apiserver: cluster.apiserver(),
-            binary: env!("CARGO_BIN_EXE_hookit").into(),
-            dir: cluster.dir.join("node"),
-        },
-    )
-    .await
-    .expect("starting the stand-in node");
-    run(&cluster, &client, &node).await;
-    node.stop().await;
-}
-
-async fn run(cluster: &PrivateEnv, client: &Client, node: &Node) {
-    let fail = |what: String| -> ! {
-        panic!(
-            "{what}\nnode problems: {:?}\ncontainer logs:\n{}",
-            node.problems(),
-            node.logs()
-        )
-    };
-
-    // 1. The README, verbatim but for the two lines that need kind and docker.
     let readme = commands("README.md", "## Run on Kubernetes");
     for (prefix, _) in REPLACED {
         assert!(
@@ -140,20 +137,57 @@ async fn run(cluster: &PrivateEnv, client: &Client, node: &Node) {
             "the README no longer starts a command with {prefix:?}: update this test"
         );
     }
+    // The image under the tag the README builds and loads into kind.
+    let tag = readme
+        .iter()
+        .find_map(|c| c.strip_prefix("docker build -t "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the README's image tag")
+        .to_string();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("readme-node-{}", std::process::id()));
+    let node = KubeletNode::start(dir.clone());
+    node.import(&build_image(&dir, &tag));
+    let client = client_for(&node.kubeconfig).await;
+    run(&node, &client, &readme).await;
+    drop(node);
+}
+
+async fn run(node: &KubeletNode, client: &Client, readme: &[String]) {
+    let fail = |what: String| -> ! {
+        panic!(
+            "{what}\nnode logs (kubelet, containerd, kube-proxy, coredns, kube/*.log) and \
+             container logs (/var/log/pods) in {}",
+            node.dir.display()
+        )
+    };
+
+    // 1. The README, verbatim but for the two lines that need kind and docker.
     for cmd in readme
         .iter()
         .filter(|c| !REPLACED.iter().any(|(p, _)| c.starts_with(p)))
     {
-        let (ok, out, err) = sh(cluster, cmd, None, &[]).await;
+        let (ok, out, err) = sh(&node.kubeconfig, cmd, &[]).await;
         if !ok {
+            let pods: Api<Pod> = Api::all(client.clone());
+            let states: Vec<_> = pods
+                .list(&ListParams::default())
+                .await
+                .map(|l| {
+                    l.items
+                        .into_iter()
+                        .map(|p| (p.metadata.name, p.status.and_then(|s| s.container_statuses)))
+                        .collect()
+                })
+                .unwrap_or_default();
             fail(format!(
-                "README command failed: {cmd}\nstdout: {out}\nstderr: {err}"
+                "README command failed: {cmd}\nstdout: {out}\nstderr: {err}\npods: {states:#?}"
             ));
         }
     }
 
-    // 2. The example endpoint is Ready (the controller pod, through the
-    //    kubernetes Service and its chart-made RBAC, reconciled it).
+    // 2. The example endpoint is Ready: the controller pod reached the API
+    //    server through the `kubernetes` Service with its own token.
     let endpoints: Api<WebhookEndpoint> = Api::namespaced(client.clone(), "payments");
     let ready = wait_for(
         "payments/orders Ready=True",
@@ -174,24 +208,21 @@ async fn run(cluster: &PrivateEnv, client: &Client, node: &Node) {
     .await;
     assert!(ready.status.unwrap().endpoint_id.is_some());
 
-    // 3. Publish as docs/kubernetes.md does, to the chart's Service from inside
-    //    the cluster network (there is no kind port mapping here).
+    // 3. Publish as docs/kubernetes.md does, to the chart's Service: its
+    //    ClusterIP and port stand for kind's port mapping, and kube-proxy's
+    //    rules on this host (the node) take the request to an API container.
     let svc: Service = Api::namespaced(client.clone(), "hookit")
         .get("hookit")
         .await
         .expect("the chart's Service hookit/hookit");
-    let port = svc.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port;
-    let ip = node
-        .cluster_ip("hookit", "hookit")
-        .unwrap_or_else(|| fail("the node does not proxy the chart's Service".into()));
+    let spec = svc.spec.as_ref().unwrap();
+    let ip = spec.cluster_ip.clone().expect("a ClusterIP");
+    let port = spec.ports.as_ref().unwrap()[0].port;
     let publish = commands("docs/kubernetes.md", "## 7. Publish an event");
     assert!(publish.len() >= 2 && publish[1].contains("http://127.0.0.1:30080/v1/events"));
-    // The key is read on the host (kubectl talks to the API server there), the
-    // request is made from the cluster network.
     let (ok, key, err) = sh(
-        cluster,
+        &node.kubeconfig,
         &format!("{}\nprintf %s \"$KEY\"", publish[0]),
-        None,
         &[],
     )
     .await;
@@ -203,32 +234,30 @@ async fn run(cluster: &PrivateEnv, client: &Client, node: &Node) {
         "{} -o /dev/null -w '%{{http_code}}'",
         publish[1].replace("http://127.0.0.1:30080", &format!("http://{ip}:{port}"))
     );
-    let (ok, out, err) = sh(cluster, &curl, Some(&node.netns()), &[("KEY", &key)]).await;
+    let (ok, out, err) = sh(&node.kubeconfig, &curl, &[("KEY", &key)]).await;
     if !ok || out.trim() != "202" {
         fail(format!(
-            "publishing through the Service: HTTP {out:?}, {err}"
+            "publishing through the Service {ip}:{port}: HTTP {out:?}, {err}"
         ));
     }
 
-    // 4. The example receiver got it, signed with the endpoint's secret.
-    let receiver = wait_for(
-        "the example receiver's pod",
+    // 4. The example receiver logged it, signed with the endpoint's secret.
+    let req = wait_for(
+        "a delivery in the example receiver's log",
         Duration::from_secs(60),
         || async {
-            node.echo_receiver("payments")
-                .ok_or_else(|| "not running yet".to_string())
+            node.container_log("payments", "webhook-receiver-", "echo", Some("stdout"))
+                .iter()
+                .filter_map(|l| parse_logged(l))
+                .find(|r| r.path == "/hooks/orders")
+                .ok_or_else(|| "nothing logged yet".to_string())
         },
     )
     .await;
-    let got = tokio::time::timeout(
-        Duration::from_secs(60),
-        receiver.wait_for(1, Duration::from_secs(60)),
-    )
-    .await
-    .unwrap_or_else(|_| fail("no delivery reached the receiver".into()));
-    let req = &got[0];
-    assert_eq!(req.path, "/hooks/orders");
-    assert_eq!(req.header("x-team"), "fulfilment");
+    assert_eq!(
+        req.headers.get("x-team").and_then(|v| v.to_str().ok()),
+        Some("fulfilment")
+    );
     let signing: Secret = Api::namespaced(client.clone(), "payments")
         .get("orders-signing")
         .await
@@ -238,7 +267,7 @@ async fn run(cluster: &PrivateEnv, client: &Client, node: &Node) {
         .unwrap()
         .verify(&req.body, &req.headers)
         .expect("the delivery verifies with the endpoint's signing secret");
-    let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+    let body: Value = serde_json::from_slice(&req.body).unwrap();
     assert_eq!(body["type"], "order.created");
     assert_eq!(body["data"]["order_id"], "ord_1001");
 
@@ -264,23 +293,17 @@ async fn run(cluster: &PrivateEnv, client: &Client, node: &Node) {
             "no running pod {component}* in {names:?}"
         );
     }
-    let processes = node.processes();
-    assert!(
-        processes.len() >= 6,
-        "expected 2 controllers and 2 workers × 2 containers: {processes:?}"
+    let processes = hookit_processes();
+    let count = |role: &str| {
+        processes
+            .iter()
+            .filter(|p| p.cmdline.ends_with(&format!(" {role}")))
+            .count()
+    };
+    assert_eq!(
+        (count("controller"), count("worker"), count("api")),
+        (2, 2, 2),
+        "2 controllers, and 2 worker pods of a worker and an API each: {processes:#?}"
     );
-    for p in &processes {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid)).unwrap_or_default();
-        let field = |k: &str| super::status_field(&status, k);
-        assert_eq!(field("Uid:"), ["65532"; 4], "{}: {status}", p.name);
-        assert_eq!(field("Gid:"), ["65532"; 4], "{}", p.name);
-        assert_eq!(field("CapEff:"), ["0000000000000000"], "{}", p.name);
-        assert_eq!(field("CapBnd:"), ["0000000000000000"], "{}", p.name);
-        assert_eq!(field("NoNewPrivs:"), ["1"], "{}", p.name);
-    }
-    assert!(
-        node.problems().is_empty(),
-        "node problems: {:?}",
-        node.problems()
-    );
+    processes.iter().for_each(assert_confined);
 }

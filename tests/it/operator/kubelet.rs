@@ -8,13 +8,14 @@
 //! pod's memory cgroup), and that an event published to a pod's API container
 //! is delivered by the workers, signed, to a receiver on the node's bridge.
 //!
-//! What it leaves to the chart-run test on the stand-in node (`install.rs`):
-//! the controller (pods get no ServiceAccount token from this control plane,
-//! whose ServiceAccount admission plugin is off) and Services (no kube-proxy),
-//! so the database and the receiver are reached on the bridge's 10.244.0.1
-//! and the API on its pod's address.
+//! The README's own path (controller, Services, DNS, the example Postgres and
+//! receiver) is `install.rs`, on the same node. This test keeps what that one
+//! does not cover: a database and a receiver outside the cluster (the test's
+//! own, reached on the bridge's 10.244.0.1), the worker Deployment without the
+//! controller (`controller.enabled=false`), and the API reached on a pod's
+//! own address rather than through its Service.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -25,133 +26,15 @@ use kube::{Api, Client};
 use serde_json::{json, Value};
 
 use super::env::{bins_dir, client_for, repo, wait_for};
+use super::kubelet_node::{
+    assert_confined, build_image, hookit_processes, prerequisites, KubeletNode,
+};
 use crate::common::{fresh_database, Receiver};
 
 /// The host's address on the pods' bridge (scripts/kubelet-node.sh).
 const BRIDGE_IP: &str = "10.244.0.1";
 /// What the image is called in the chart's values.
 const IMAGE: &str = "localhost/hookit";
-
-/// The node, stopped (and the host's settings restored) on drop, so a failing
-/// test leaves nothing running.
-struct KubeletNode {
-    dir: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl KubeletNode {
-    fn start(dir: PathBuf) -> Self {
-        let _ = std::fs::remove_dir_all(&dir);
-        let out = script(&["start", &dir.to_string_lossy()]);
-        assert!(
-            out.status.success(),
-            "scripts/kubelet-node.sh start failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        KubeletNode {
-            kubeconfig: dir.join("kube/kubeconfig"),
-            dir,
-        }
-    }
-
-    fn import(&self, tar: &Path) {
-        let out = script(&[
-            "import",
-            &self.dir.to_string_lossy(),
-            &tar.to_string_lossy(),
-        ]);
-        assert!(
-            out.status.success(),
-            "importing {}: {}",
-            tar.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for KubeletNode {
-    fn drop(&mut self) {
-        let out = script(&["stop", &self.dir.to_string_lossy()]);
-        if !out.status.success() {
-            eprintln!(
-                "kubelet-node.sh stop: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
-}
-
-fn script(args: &[&str]) -> std::process::Output {
-    Command::new("bash")
-        .arg(repo().join("scripts/kubelet-node.sh"))
-        .args(args)
-        .env("K8S_BINS_DIR", bins_dir())
-        .output()
-        .expect("running scripts/kubelet-node.sh")
-}
-
-/// Why the kubelet cannot run here, if it cannot.
-fn prerequisites() -> Result<(), String> {
-    super::node_prerequisites(&["containerd", "runc", "ctr", "strip", "ldd", "python3", "ip"])?;
-    for bin in [
-        "kubelet",
-        "kube-scheduler",
-        "kube-controller-manager",
-        "helm",
-    ] {
-        if !bins_dir().join(bin).is_file() {
-            return Err(format!(
-                "{bin} missing from {} (scripts/k8s-bins.sh)",
-                bins_dir().display()
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The binary under test as an image: the binary without its debug sections,
-/// the shared libraries it links, and a passwd entry for uid 65532.
-fn build_image(dir: &Path) -> PathBuf {
-    let root = dir.join("image-root");
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(root.join("usr/local/bin")).unwrap();
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    let bin = env!("CARGO_BIN_EXE_hookit");
-    let ok = Command::new("strip")
-        .args(["--strip-debug", "-o"])
-        .arg(root.join("usr/local/bin/hookit"))
-        .arg(bin)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "strip {bin}");
-    let ldd = Command::new("ldd").arg(bin).output().unwrap();
-    for lib in String::from_utf8_lossy(&ldd.stdout)
-        .split_whitespace()
-        .filter(|w| w.starts_with('/'))
-    {
-        let dest = root.join(lib.trim_start_matches('/'));
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::copy(lib, &dest).unwrap_or_else(|e| panic!("copying {lib}: {e}"));
-    }
-    std::fs::write(
-        root.join("etc/passwd"),
-        "nonroot:x:65532:65532::/nonexistent:/sbin/nologin\n",
-    )
-    .unwrap();
-    let tar = dir.join("hookit.tar");
-    let ok = Command::new("python3")
-        .arg(repo().join("scripts/docker-archive.py"))
-        .arg(&tar)
-        .arg(format!("{IMAGE}:dev"))
-        .arg(&root)
-        .arg(r#"["/usr/local/bin/hookit"]"#)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "scripts/docker-archive.py");
-    tar
-}
 
 /// Forwards connections to `bind` (on the bridge) to `to` (the test's
 /// PostgreSQL, which listens on loopback only).
@@ -187,53 +70,6 @@ async fn create_secret(client: &Client, name: &str, key: &str, value: &str) {
         .unwrap_or_else(|e| panic!("creating Secret {name}: {e}"));
 }
 
-/// `(uid line, CapEff, NoNewPrivs, root mount options, memory cgroup)` of every
-/// process of the image, found by its binary's path inside the kubelet's cgroups.
-fn hookit_processes() -> Vec<(String, [String; 5])> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let pid = entry.file_name().to_string_lossy().into_owned();
-        if !pid.chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if !cmdline.starts_with("/usr/local/bin/hookit ") {
-            continue;
-        }
-        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-        let Some(memory) = cgroup
-            .lines()
-            .find(|l| l.contains(":memory:") || l.starts_with("0::"))
-            .map(|l| l.rsplit(':').next().unwrap_or_default().to_string())
-        else {
-            continue;
-        };
-        if !memory.contains("kubepods") {
-            continue;
-        }
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let field = |key: &str| super::status_field(&status, key).join(" ");
-        let root_mount = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
-            .unwrap_or_default()
-            .lines()
-            .find(|l| l.split_whitespace().nth(4) == Some("/"))
-            .and_then(|l| l.split_whitespace().nth(5).map(str::to_string))
-            .unwrap_or_default();
-        out.push((
-            cmdline.trim().to_string(),
-            [
-                field("Uid:"),
-                field("CapEff:"),
-                field("NoNewPrivs:"),
-                root_mount,
-                memory,
-            ],
-        ));
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_real_kubelet_runs_the_charts_workers_and_they_deliver_signed() {
     if let Err(why) = prerequisites() {
@@ -245,7 +81,7 @@ async fn a_real_kubelet_runs_the_charts_workers_and_they_deliver_signed() {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("kubelet-node-{}", std::process::id()));
     let node = KubeletNode::start(dir.clone());
-    node.import(&build_image(&dir));
+    node.import(&build_image(&dir, &format!("{IMAGE}:dev")));
     let client = client_for(&node.kubeconfig).await;
 
     // The database and the receiver, on the bridge.
@@ -299,7 +135,7 @@ async fn a_real_kubelet_runs_the_charts_workers_and_they_deliver_signed() {
             "masterKey.existingSecret=hookit-master-key",
             "--set",
             "allowPrivateTargets={10.244.0.0/24}",
-            // See the module doc: no ServiceAccount tokens here.
+            // See the module doc: the workers alone.
             "--set",
             "controller.enabled=false",
             "--wait",
@@ -321,8 +157,9 @@ async fn a_real_kubelet_runs_the_charts_workers_and_they_deliver_signed() {
             })
             .collect();
         panic!(
-            "helm install failed: {}\npods: {states:#?}\nkubelet log: {}",
+            "helm install failed: {}\npods: {states:#?}\nmigration log: {:#?}\nkubelet log: {}",
             String::from_utf8_lossy(&helm.stderr),
+            node.container_log("hookit", "hookit-migrate-", "migrate", None),
             dir.join("kubelet.log").display()
         );
     }
@@ -362,23 +199,17 @@ async fn a_real_kubelet_runs_the_charts_workers_and_they_deliver_signed() {
     // What runc did to the processes: the pod spec's user, no capabilities, no
     // privilege escalation, a read-only root, and the pod's cgroup.
     let procs = hookit_processes();
-    let apis = procs.iter().filter(|(c, _)| c.ends_with(" api")).count();
-    let workers = procs.iter().filter(|(c, _)| c.ends_with(" worker")).count();
+    let apis = procs.iter().filter(|p| p.cmdline.ends_with(" api")).count();
+    let workers = procs
+        .iter()
+        .filter(|p| p.cmdline.ends_with(" worker"))
+        .count();
     assert_eq!(
         (apis, workers),
         (want as usize, want as usize),
         "one api and one worker process per pod: {procs:#?}"
     );
-    for (cmd, [uid, cap_eff, no_new_privs, root, memory]) in &procs {
-        assert_eq!(uid, "65532 65532 65532 65532", "{cmd}: Uid");
-        assert_eq!(cap_eff, "0000000000000000", "{cmd}: CapEff");
-        assert_eq!(no_new_privs, "1", "{cmd}: NoNewPrivs");
-        assert!(
-            root.split(',').any(|o| o == "ro"),
-            "{cmd}: root mounted {root}"
-        );
-        assert!(memory.contains("/kubepods/"), "{cmd}: cgroup {memory}");
-    }
+    procs.iter().for_each(assert_confined);
 
     // An event published to a pod's API container reaches the receiver, signed
     // with the endpoint's secret.

@@ -16,8 +16,8 @@ mod env;
 mod feed;
 mod install;
 mod kubelet;
+mod kubelet_node;
 mod leader;
-mod node;
 mod rbac;
 mod transformations;
 
@@ -30,8 +30,8 @@ use kube::api::ListParams;
 
 use env::{wait_for, Kube};
 
-/// Held by the tests that run a node (the stand-in, or a real kubelet): both use
-/// 10.244.0.0/24, and the kubelet adds rules to the host's iptables.
+/// Held by the tests that run a node (scripts/kubelet-node.sh): one at a time
+/// can own its bridge, its address and the host's iptables rules.
 pub(crate) static NODE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Why a node test cannot run here: not root, or one of `tools` missing.
