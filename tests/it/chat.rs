@@ -306,6 +306,20 @@ async fn a_discord_429_spends_no_attempt_even_with_a_budget_of_one() {
     };
     assert!((at(1) - at(0)).num_milliseconds() >= 1000, "{log:?}");
     assert_eq!(discord.seen().rate_limited, 1);
+    // The endpoint's figures show the 429 as a rate limit, not a failure.
+    let (_, stats) = app.get("/v1/stats/endpoints").await;
+    let s = &stats["data"][0];
+    assert_eq!(
+        (
+            s["attempts"].as_i64(),
+            s["succeeded"].as_i64(),
+            s["rate_limited"].as_i64(),
+            s["failed"].as_i64(),
+            s["success_rate"].as_f64()
+        ),
+        (Some(2), Some(1), Some(1), Some(0), Some(1.0)),
+        "{s}"
+    );
     app.stop().await;
 }
 
