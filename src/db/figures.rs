@@ -20,7 +20,8 @@ use crate::error::Result;
 pub struct DeliverySummary {
     /// Successful attempts since the cut-off (one per delivered message).
     pub succeeded: i64,
-    /// Failed attempts since the cut-off.
+    /// Failed attempts since the cut-off (rate limits and attempts that sent
+    /// nothing are not failures of the receiver).
     pub failed: i64,
     /// Deliveries dead-lettered since the cut-off.
     pub dead: i64,
@@ -131,9 +132,13 @@ impl Store {
              FROM unnest($1::uuid[], $2::text[]) AS e(id, tenant)
              CROSS JOIN LATERAL (
                 SELECT count(*) FILTER (WHERE a.succeeded) AS succeeded,
-                       count(*) FILTER (WHERE NOT a.succeeded) AS failed,
+                       -- The receiver's failures: not its 429s (deferred, nothing
+                       -- spent), not attempts a transformation refused (nothing
+                       -- sent; they show in `dead`).
+                       count(*) FILTER (WHERE NOT a.succeeded AND NOT a.rate_limited AND a.sent) AS failed,
                        max(a.started_at) FILTER (WHERE a.succeeded) AS last_success_at,
-                       max(a.started_at) FILTER (WHERE NOT a.succeeded) AS last_failure_at
+                       max(a.started_at) FILTER (WHERE NOT a.succeeded AND NOT a.rate_limited AND a.sent)
+                         AS last_failure_at
                 FROM delivery_attempts a
                 WHERE a.endpoint_id = e.id AND a.started_at >= $3
              ) s",

@@ -266,7 +266,7 @@ pub struct WebhookEndpointStatus {
 pub struct DeliveryFigures {
     /// Deliveries that succeeded.
     pub succeeded: i64,
-    /// Failed attempts (each retry counts).
+    /// Failed attempts (each retry counts; a 429 that spent nothing does not).
     pub failed: i64,
     /// Deliveries that were dead-lettered.
     pub dead: i64,
