@@ -194,6 +194,20 @@ fn main() {
             );
         }
     }
+    // The heap of one compiled handler (what the worker's cache keeps per entry).
+    let mut q = Quick {
+        handler: None,
+        ctx: None,
+        rt: None,
+    };
+    q.compile(SHAPES[0].1);
+    q.call(&input);
+    let usage = q.rt.as_ref().unwrap().memory_usage();
+    println!(
+        "\nQuickJS: one compiled reshape handler after a call: {} KiB allocated in {} blocks",
+        usage.malloc_size / 1024,
+        usage.malloc_count
+    );
     // Sandbox limits each engine can enforce on an untrusted handler.
     let rt = rquickjs::Runtime::new().unwrap();
     rt.set_memory_limit(8 << 20);
