@@ -3,9 +3,10 @@
 //!
 //! Why a runtime per transformation and not one per thread: the memory cap is
 //! per runtime, so a handler that hoards memory in its globals only ever hurts
-//! itself, and tenants never share a heap. A runtime with a compiled handler holds about 110 KiB and a
-//! compile well under a millisecond (docs/transformations.md), so compiled
-//! handlers are cached by the pool and this cost is paid once per code version.
+//! itself, and tenants never share a heap. A runtime with a compiled handler
+//! holds about 110 KiB and a compile takes well under a millisecond
+//! (docs/transformations.md), so compiled handlers are cached by the pool and
+//! this cost is paid once per code version.
 //!
 //! The sandbox is the engine's bare core: no `std`/`os` modules, no module
 //! loader, no timers, no I/O of any kind. What remains is the language.
