@@ -39,7 +39,11 @@ pub(super) fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct NewEventType {
     /// Dot-separated name, as published in `event_type` (e.g. `order.created`).
-    #[schema(example = "order.created")]
+    #[schema(
+        example = "order.created",
+        max_length = 128,
+        pattern = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+    )]
     pub name: String,
     /// What the event means and when it is sent (at most 4,096 characters).
     #[serde(default)]

@@ -412,6 +412,11 @@ async fn a_strict_tenant_refuses_unknown_types_and_only_it() {
     // Unknown fields are a bad request; off again, unknown types pass again.
     let (status, _) = patch(&app, "/v1/settings", json!({"strict": true})).await;
     assert_eq!(status, 400);
+    // serde would fill the patch from an array by position: refused instead.
+    let (status, p) = patch(&app, "/v1/settings", json!([false])).await;
+    assert_eq!((status, problem_type(&p)), (400, "invalid-body"));
+    let (_, s) = app.get("/v1/settings").await;
+    assert_eq!(s["strict_event_types"], true);
     patch(&app, "/v1/settings", json!({"strict_event_types": false})).await;
     app.publish("unlisted.type", json!({})).await;
     app.stop().await;
