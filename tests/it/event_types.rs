@@ -542,7 +542,8 @@ struct SecondApi {
 
 impl SecondApi {
     async fn start(app: &TestApp) -> Self {
-        let state = AppState::new(&app.cfg, app.store.clone(), Arc::new(Notify::new()), None);
+        let state = AppState::new(&app.cfg, app.store.clone(), Arc::new(Notify::new()), None)
+            .expect("app state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let stop = CancellationToken::new();
