@@ -32,6 +32,7 @@ import { viewDeliveries } from './views/deliveries.js';
 import { viewDelivery } from './views/delivery.js';
 import { viewEndpoints } from './views/endpoints.js';
 import { viewEvent } from './views/event.js';
+import { viewEventTypes } from './views/event-types.js';
 
 /**
  * The views, by the first hash segment. `list` renders #/section, `item` renders
@@ -44,6 +45,7 @@ const VIEWS = {
   deliveries: { list: viewDeliveries, item: viewDelivery },
   'dead-letters': { list: viewDeadLetters },
   events: { item: viewEvent, nav: 'deliveries' },
+  'event-types': { list: viewEventTypes },
 };
 
 let currentView = null; // { ctrl: AbortController } of the view on screen

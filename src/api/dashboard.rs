@@ -51,6 +51,7 @@ const ASSETS: &[(&str, &str)] = &[
     asset!("views/delivery.js"),
     asset!("views/endpoints.js"),
     asset!("views/event.js"),
+    asset!("views/event-types.js"),
 ];
 
 pub(super) fn router() -> Router<AppState> {

@@ -12,11 +12,12 @@ use utoipa::{IntoParams, ToSchema};
 use super::events::EventAccepted;
 use super::extract::{ApiJson, ApiQuery, Tenant};
 use super::problem::Problem;
+use super::warning::Warning;
 use super::{AppState, Page};
 use crate::db::endpoints::{check_target, Endpoint, EndpointPatch, EndpointSpec};
 use crate::db::events::NewEvent;
 use crate::domain::ids::EndpointId;
-use crate::domain::patterns::validate_event_type;
+use crate::domain::patterns::{subscription_issues, validate_event_type};
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -52,6 +53,43 @@ pub struct SecretBody {
     pub secret: String,
 }
 
+/// An endpoint as created or changed, with warnings about its subscriptions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointWritten {
+    /// The endpoint.
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+    /// Subscriptions the tenant's event-type catalog does not back: a pattern
+    /// no type matches (`unknown-event-type`), or only deprecated types match
+    /// (`deprecated-event-type`). Absent when there are none, or when the
+    /// tenant has no catalog. The endpoint is saved either way.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
+}
+
+/// `ep` with the warnings about its subscriptions. Best effort: the endpoint
+/// is already saved, so a failed catalog read costs the warnings, not the answer.
+async fn with_warnings(s: &AppState, tenant: &str, ep: Endpoint) -> EndpointWritten {
+    let mut warnings = Vec::new();
+    if ep.event_types.iter().any(|p| p != "*") {
+        match s.store.event_type_names(tenant).await {
+            Ok(catalog) => {
+                warnings = subscription_issues(&ep.event_types, &catalog)
+                    .iter()
+                    .map(Warning::subscription)
+                    .collect();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the event-type catalog for subscription warnings")
+            }
+        }
+    }
+    EndpointWritten {
+        endpoint: ep,
+        warnings,
+    }
+}
+
 /// A test event for one endpoint.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -64,14 +102,14 @@ pub struct TestEvent {
 }
 
 #[utoipa::path(post, path = "/v1/endpoints", tag = "endpoints", request_body = EndpointSpec,
-    responses((status = 201, body = Endpoint), (status = 400, body = Problem), (status = 401, body = Problem),
+    responses((status = 201, body = EndpointWritten), (status = 400, body = Problem), (status = 401, body = Problem),
               (status = 409, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn create(
     State(s): State<AppState>,
     Tenant(t): Tenant,
     ApiJson(spec): ApiJson<EndpointSpec>,
-) -> Result<(StatusCode, Json<Endpoint>), Problem> {
+) -> Result<(StatusCode, Json<EndpointWritten>), Problem> {
     spec.validate(&s.ssrf)?;
     check_target(&s.ssrf, &spec.url).await?;
     if let Some(code) = &spec.transformation {
@@ -79,7 +117,7 @@ async fn create(
     }
     let ep = s.store.create_endpoint(&t, &spec, s.max_endpoints).await?;
     tracing::info!(endpoint_id = %ep.id, tenant = %t, "endpoint created");
-    Ok((StatusCode::CREATED, Json(ep)))
+    Ok((StatusCode::CREATED, Json(with_warnings(&s, &t, ep).await)))
 }
 
 #[utoipa::path(get, path = "/v1/endpoints", tag = "endpoints", params(PageParams),
@@ -124,7 +162,7 @@ async fn show(
 
 #[utoipa::path(patch, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path, description = "ep_…")),
     request_body = EndpointPatch,
-    responses((status = 200, body = Endpoint), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
+    responses((status = 200, body = EndpointWritten), (status = 400, body = Problem), (status = 401, body = Problem), (status = 404, body = Problem),
               (status = 409, body = Problem), (status = 415, body = Problem), (status = 422, body = Problem)),
     security(("bearer" = [])))]
 async fn update(
@@ -132,7 +170,7 @@ async fn update(
     Tenant(t): Tenant,
     Path(id): Path<String>,
     ApiJson(p): ApiJson<EndpointPatch>,
-) -> Result<Json<Endpoint>, Problem> {
+) -> Result<Json<EndpointWritten>, Problem> {
     let id = endpoint_id(&id)?;
     if let Some(u) = &p.url {
         s.ssrf.check_url(u).map_err(crate::error::Error::from)?;
@@ -141,7 +179,8 @@ async fn update(
     if let Some(Some(code)) = &p.transformation {
         super::transformations::check(&s, &t, code).await?;
     }
-    Ok(Json(s.store.update_endpoint(&t, id, &p, &s.ssrf).await?))
+    let ep = s.store.update_endpoint(&t, id, &p, &s.ssrf).await?;
+    Ok(Json(with_warnings(&s, &t, ep).await))
 }
 
 #[utoipa::path(delete, path = "/v1/endpoints/{id}", tag = "endpoints", params(("id" = String, Path, description = "ep_…")),

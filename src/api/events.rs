@@ -79,10 +79,13 @@ pub(super) fn traceparent(headers: &HeaderMap) -> Option<&str> {
 
 #[utoipa::path(post, path = "/v1/events", tag = "events", request_body = PublishEvent,
     params(("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key and body return the original response")),
-    responses((status = 202, body = EventAccepted, description = "Stored and fanned out"),
+    responses((status = 202, body = EventAccepted, description = "Stored and fanned out",
+                headers(("deprecation" = String, description = "Only for an event type the catalog deprecates: `@<unix time>` of the deprecation (RFC 9745)"),
+                        ("link" = String, description = "With `deprecation`: the type's catalog entry, `rel=\"deprecation\"`"))),
               (status = 200, body = EventAccepted, description = "Replay of an earlier request with the same Idempotency-Key"),
+              (status = 422, body = Problem, description = "Invalid event type or payload; a payload that breaks its type's schema (`payload-schema-mismatch`, with `errors` pointing into `/payload`); a type not in the catalog of a strict tenant (`unknown-event-type`). An event of a deprecated type is accepted with `Deprecation` and `Link` headers"),
               (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem),
-              (status = 415, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)),
+              (status = 415, body = Problem), (status = 503, body = Problem)),
     security(("bearer" = [])))]
 async fn publish(
     State(s): State<AppState>,
@@ -93,6 +96,12 @@ async fn publish(
     validate_event_type(&ev.event_type)
         .map_err(|e| Error::invalid("invalid-event-type", format!("event_type {e}")))?;
     check_payload(&ev.payload, s.max_payload)?;
+    // The catalog: strict switch and schema (compiled once, see api::catalog).
+    let verdict = s
+        .catalogs
+        .snapshot(&s.store, &t)
+        .await?
+        .check(&ev.event_type, &ev.payload)?;
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => Some(v.to_str().map_err(|_| {
@@ -115,16 +124,37 @@ async fn publish(
             },
         )
         .await?;
-    if ingest.replayed {
+    let mut resp = if ingest.replayed {
         let mut resp = (StatusCode::OK, Json(ingest.event)).into_response();
         resp.headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
-        return Ok(resp);
+        resp
+    } else {
+        if ingest.event.deliveries > 0 {
+            s.work.notify_one();
+        }
+        (StatusCode::ACCEPTED, Json(ingest.event)).into_response()
+    };
+    if let Some(at) = verdict.deprecated_at {
+        flag_deprecated(resp.headers_mut(), &ev.event_type, at);
     }
-    if ingest.event.deliveries > 0 {
-        s.work.notify_one();
+    Ok(resp)
+}
+
+/// Tells the publisher of an event of a deprecated type, in the headers of
+/// RFC 9745: `Deprecation: @<unix time>` and a `Link` to the type's entry.
+/// Headers rather than a body field, so the answer keeps its schema and a
+/// client library can surface them without knowing HookIt.
+fn flag_deprecated(h: &mut HeaderMap, event_type: &str, at: chrono::DateTime<chrono::Utc>) {
+    if let Ok(v) = HeaderValue::from_str(&format!("@{}", at.timestamp())) {
+        h.insert("deprecation", v);
     }
-    Ok((StatusCode::ACCEPTED, Json(ingest.event)).into_response())
+    // Event type names are [A-Za-z0-9_.-]: nothing to escape in the path.
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "</v1/event-types/{event_type}>; rel=\"deprecation\""
+    )) {
+        h.insert(axum::http::header::LINK, v);
+    }
 }
 
 #[utoipa::path(get, path = "/v1/events/{id}", tag = "events", params(("id" = String, Path, description = "evt_…")),

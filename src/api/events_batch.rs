@@ -8,8 +8,9 @@
 //!   request gets a problem (400, 413, 415, 422) and nothing is stored;
 //! - one item: everything the schema cannot express (event type syntax, a payload
 //!   that is not an object or is too large, an invalid idempotency key, a key
-//!   reused with another body). That item is `refused` with a problem as its
-//!   reason, and the others proceed.
+//!   reused with another body, a payload that breaks its event type's schema, a
+//!   type a strict tenant's catalog lacks). That item is `refused` with a problem
+//!   as its reason, and the others proceed.
 //!
 //! Items that pass go to the group commit as one request (see `db::events_batch`),
 //! so the answer is 200 with one result per item, in order, or a 503 for the whole
@@ -24,9 +25,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
+use super::catalog::Verdict;
 use super::events::{check_payload, traceparent};
 use super::extract::{read_json, Tenant};
 use super::problem::Problem;
+use super::warning::Warning;
 use super::AppState;
 use crate::db::events::{IngestedEvent, NewEvent};
 use crate::db::events_batch::ItemOutcome;
@@ -107,6 +110,10 @@ pub struct BatchItemResult {
     /// Why the item was refused: the problem a single publish of it would get.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<Problem>,
+    /// What the publisher should know about an accepted or replayed item, e.g.
+    /// that its event type is deprecated. Absent when there is nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<Warning>,
 }
 
 /// The answer to a batch: one result per item, in order, and the tallies.
@@ -131,6 +138,7 @@ impl BatchItemResult {
             created_at: Some(ev.created_at),
             deliveries: Some(ev.deliveries),
             problem: None,
+            warnings: Vec::new(),
         }
     }
     fn refused(problem: Problem) -> Self {
@@ -141,6 +149,7 @@ impl BatchItemResult {
             created_at: None,
             deliveries: None,
             problem: Some(problem),
+            warnings: Vec::new(),
         }
     }
 }
@@ -196,11 +205,17 @@ async fn publish_batch(
         ));
     }
     let tp = traceparent(&headers);
-    // Refused here, or sent to the store as its item number.
-    let mut checked: Vec<Result<usize, Problem>> = Vec::with_capacity(batch.events.len());
+    // One look at the catalog for the whole batch.
+    let catalog = s.catalogs.snapshot(&s.store, &t).await?;
+    // Refused here, or sent to the store as its item number (with what the
+    // catalog says of its type).
+    let mut checked: Vec<Result<(usize, Verdict), Problem>> =
+        Vec::with_capacity(batch.events.len());
     let mut valid: Vec<NewEvent<'_>> = Vec::with_capacity(batch.events.len());
     for ev in &batch.events {
-        checked.push(check_item(ev, s.max_payload).map(|()| {
+        let verdict =
+            check_item(ev, s.max_payload).and_then(|()| catalog.check(&ev.event_type, &ev.payload));
+        checked.push(verdict.map(|verdict| {
             valid.push(NewEvent {
                 event_type: &ev.event_type,
                 payload: &ev.payload,
@@ -208,7 +223,7 @@ async fn publish_batch(
                 traceparent: tp,
                 only_endpoint: None,
             });
-            valid.len() - 1
+            (valid.len() - 1, verdict)
         }));
     }
     let mut outcomes = s
@@ -226,7 +241,8 @@ async fn publish_batch(
     };
     let mut fanned_out = false;
     for c in checked {
-        let r = match c.map(|i| outcomes.get_mut(i).and_then(Option::take)) {
+        let deprecated = matches!(&c, Ok((_, v)) if v.deprecated_at.is_some());
+        let mut r = match c.map(|(i, _)| outcomes.get_mut(i).and_then(Option::take)) {
             Err(p) => BatchItemResult::refused(p),
             Ok(Some(ItemOutcome::Accepted(ev))) => {
                 fanned_out |= ev.deliveries > 0;
@@ -239,6 +255,11 @@ async fn publish_batch(
             // The store answers one outcome per item it was given.
             Ok(None) => return Err(Error::Db(sqlx::Error::RowNotFound).into()),
         };
+        if deprecated && r.id.is_some() {
+            if let Some(et) = &r.event_type {
+                r.warnings.push(Warning::deprecated_event_type(et));
+            }
+        }
         match r.status {
             BatchItemStatus::Accepted => out.accepted += 1,
             BatchItemStatus::Replayed => out.replayed += 1,

@@ -153,6 +153,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
             format!("JSON may nest at most {MAX_JSON_DEPTH} levels"),
         ));
     }
+    // Every request body is an object, but serde also fills a struct from an
+    // array, by position: `[]` would be an empty patch, or a redrive of everything.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(Problem::bad_request(
+            "the request body must be a JSON object, not an array",
+        ));
+    }
     serde_json::from_slice(bytes).map_err(|e| Problem::bad_request(format!("invalid JSON: {e}")))
 }
 

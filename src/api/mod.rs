@@ -1,18 +1,22 @@
 //! The HTTP API (axum): one router per resource, merged here, with problem-details
 //! errors, API-key auth and a generated OpenAPI spec.
 
+pub mod catalog;
 pub mod dashboard;
 pub mod deliveries;
 pub mod demo;
 pub mod endpoints;
+pub mod event_types;
 pub mod events;
 pub mod events_batch;
 pub mod extract;
 pub mod health;
 pub mod openapi;
 pub mod problem;
+pub mod settings;
 pub mod stats;
 pub mod transformations;
+pub mod warning;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,6 +58,8 @@ pub struct AppState {
     pub max_endpoints: i64,
     /// API-key lookups.
     pub keys: KeyCache,
+    /// Compiled event-type schemas and strict switches, per tenant.
+    pub catalogs: catalog::Catalogs,
     /// Coalesced "new work" signal; see [`spawn_notifier`].
     pub work: Arc<Notify>,
     /// Prometheus registry.
@@ -98,6 +104,7 @@ impl AppState {
             batch_body_limit: cfg.max_batch_body.max(cfg.max_payload + 4096),
             max_endpoints: cfg.max_endpoints_per_tenant,
             keys: KeyCache::default(),
+            catalogs: catalog::Catalogs::default(),
             work,
             metrics,
             demo: None,
@@ -113,6 +120,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(endpoints::router())
         .merge(events::router())
+        .merge(event_types::router())
+        .merge(settings::router())
         .merge(events_batch::router(state.batch_body_limit))
         .merge(deliveries::router())
         .merge(stats::router())

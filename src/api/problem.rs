@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::domain::event_schema::Violation;
 use crate::error::Error;
 
 /// Base of every problem `type` URI.
@@ -22,6 +23,11 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong with this request.
     pub detail: String,
+    /// Each fault in the request, by JSON pointer from the root of the body
+    /// (RFC 9457 §3 extension member), when there are several to point at:
+    /// e.g. every place a payload breaks its event type's schema.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<Violation>>,
     #[serde(skip)]
     retry_after: Option<u32>,
 }
@@ -34,8 +40,14 @@ impl Problem {
             title: title.into(),
             status: status.as_u16(),
             detail: detail.into(),
+            errors: None,
             retry_after: None,
         }
+    }
+    /// The same problem, with the faults listed in `errors`.
+    pub fn with_errors(mut self, errors: Vec<Violation>) -> Self {
+        self.errors = Some(errors);
+        self
     }
     /// 400 for a body that is not valid JSON or does not fit the schema.
     pub fn bad_request(detail: impl Into<String>) -> Self {

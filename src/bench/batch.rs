@@ -13,7 +13,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::report::Row;
-use super::scenarios::{costs, endpoints, probe, Ctx};
+use super::scenarios::{bench_event_schema, costs, endpoints, probe, Ctx};
 use super::Deployment;
 
 /// Events per request.
@@ -94,10 +94,14 @@ async fn produce(base: &str, key: &str, keyed: bool, until: Instant) -> anyhow::
 
 pub(crate) async fn ingest_batch(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for keyed in [false, true] {
+    // (keyed, checked against a JSON Schema from the event-type catalog)
+    for (keyed, schema) in [(false, false), (true, false), (false, true)] {
         let url = ctx.server.database("hookit_bench").await?;
         let d = Deployment::start(&url, 0, &[]).await?;
         endpoints(&d, ctx.receiver, 1, json!({})).await?;
+        if schema {
+            bench_event_schema(&d).await?;
+        }
         let (api, _) = d.pids();
         // Check the route answers as expected before measuring it.
         let warm = produce(
@@ -118,8 +122,9 @@ pub(crate) async fn ingest_batch(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
         let mut row = Row {
             scenario: "ingest-batch".into(),
             case: format!(
-                "1 endpoint, {}, batches of {BATCH}",
-                if keyed { "keyed" } else { "unkeyed" }
+                "1 endpoint, {}{}, batches of {BATCH}",
+                if keyed { "keyed" } else { "unkeyed" },
+                if schema { ", schema" } else { "" }
             ),
             rate: n as f64 / (b.at - a.at).as_secs_f64(),
             unit: "events/s".into(),

@@ -190,6 +190,41 @@ pub(super) async fn endpoints(
     Ok(())
 }
 
+/// Registers `bench.event` in the catalog with a schema that every benchmark
+/// payload satisfies, so the schema cases measure the check on the hot path
+/// (every payload parsed and validated) without refusing anything.
+pub(super) async fn bench_event_schema(d: &Deployment) -> anyhow::Result<()> {
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/event-types", d.base))
+        .bearer_auth(&d.key)
+        .json(&json!({
+            "name": "bench.event",
+            "description": "A benchmark event.",
+            "schema": {
+                "type": "object",
+                "required": ["publisher", "n", "amount", "currency"],
+                "properties": {
+                    "publisher": {"type": "integer", "minimum": 0},
+                    "n": {"type": "integer", "minimum": 0},
+                    "i": {"type": "integer", "minimum": 0},
+                    "amount": {"type": "integer", "minimum": 0},
+                    "currency": {"type": "string", "enum": ["EUR", "USD", "GBP"]}
+                },
+                "additionalProperties": false
+            },
+            "example": {"publisher": 0, "n": 1, "amount": 1999, "currency": "EUR"}
+        }))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        return Err(anyhow!(
+            "registering the benchmark event type failed: {}",
+            r.text().await.unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
 async fn wait_delivered(tally: &Tally, n: u64, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while tally.delivered.load(Ordering::Relaxed) < n {
@@ -203,49 +238,59 @@ async fn wait_delivered(tally: &Tally, n: u64, limit: Duration) -> bool {
 
 pub(crate) async fn ingest(ctx: &Ctx<'_>) -> anyhow::Result<Vec<Row>> {
     let mut rows = Vec::new();
-    for n_ep in [1usize, 10] {
-        for keyed in [false, true] {
-            let url = ctx.server.database("hookit_bench").await?;
-            let d = Deployment::start(&url, 0, &[]).await?;
-            endpoints(&d, ctx.receiver, n_ep, json!({})).await?;
-            let (api, _) = d.pids();
-            publish(
-                &d.base,
-                &d.key,
-                ctx.args.publishers,
-                keyed,
-                Instant::now() + Duration::from_secs(1),
-                Pace::Flat,
-            )
-            .await;
-            let a = probe(&d.store, &api).await?;
-            let n = publish(
-                &d.base,
-                &d.key,
-                ctx.args.publishers,
-                keyed,
-                Instant::now() + ctx.args.duration,
-                Pace::Flat,
-            )
-            .await;
-            let b = probe(&d.store, &api).await?;
-            let mut row = Row {
-                scenario: "ingest".into(),
-                case: format!(
-                    "{n_ep} endpoint{}, {}",
-                    if n_ep > 1 { "s" } else { "" },
-                    if keyed { "keyed" } else { "unkeyed" }
-                ),
-                rate: n as f64 / (b.at - a.at).as_secs_f64(),
-                unit: "events/s".into(),
-                note: format!("{} publishers; per event", ctx.args.publishers),
-                ..Default::default()
-            };
-            costs(&mut row, &a, &b, n as f64, &api);
-            rows.push(row);
-            d.stop().await;
-            ctx.server.drop_database("hookit_bench").await;
+    // (endpoints, keyed, checked against a JSON Schema from the catalog)
+    let cases = [
+        (1usize, false, false),
+        (1, true, false),
+        (10, false, false),
+        (10, true, false),
+        (1, false, true),
+    ];
+    for (n_ep, keyed, schema) in cases {
+        let url = ctx.server.database("hookit_bench").await?;
+        let d = Deployment::start(&url, 0, &[]).await?;
+        endpoints(&d, ctx.receiver, n_ep, json!({})).await?;
+        if schema {
+            bench_event_schema(&d).await?;
         }
+        let (api, _) = d.pids();
+        publish(
+            &d.base,
+            &d.key,
+            ctx.args.publishers,
+            keyed,
+            Instant::now() + Duration::from_secs(1),
+            Pace::Flat,
+        )
+        .await;
+        let a = probe(&d.store, &api).await?;
+        let n = publish(
+            &d.base,
+            &d.key,
+            ctx.args.publishers,
+            keyed,
+            Instant::now() + ctx.args.duration,
+            Pace::Flat,
+        )
+        .await;
+        let b = probe(&d.store, &api).await?;
+        let mut row = Row {
+            scenario: "ingest".into(),
+            case: format!(
+                "{n_ep} endpoint{}, {}{}",
+                if n_ep > 1 { "s" } else { "" },
+                if keyed { "keyed" } else { "unkeyed" },
+                if schema { ", schema" } else { "" }
+            ),
+            rate: n as f64 / (b.at - a.at).as_secs_f64(),
+            unit: "events/s".into(),
+            note: format!("{} publishers; per event", ctx.args.publishers),
+            ..Default::default()
+        };
+        costs(&mut row, &a, &b, n as f64, &api);
+        rows.push(row);
+        d.stop().await;
+        ctx.server.drop_database("hookit_bench").await;
     }
     Ok(rows)
 }

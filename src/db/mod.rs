@@ -15,6 +15,7 @@ pub mod availability;
 mod batcher;
 pub mod deliveries;
 pub mod endpoints;
+pub mod event_types;
 pub mod events;
 pub mod events_batch;
 pub mod figures;
@@ -22,6 +23,7 @@ pub mod keys;
 pub mod maintenance;
 pub mod ops;
 pub mod stats;
+pub mod tenant_settings;
 
 /// Channel on which ingestion announces new work to sleeping workers.
 pub const WORK_CHANNEL: &str = "hookit_work";

@@ -1,9 +1,10 @@
 //! Pure logic with no I/O: ids, retry policy, the delivery state machine, signing,
-//! body formats for chat destinations, rate-limit hints,
+//! body formats for chat destinations, rate-limit hints, event-type schemas,
 //! secret encryption and the SSRF policy. Everything here is unit-tested without a
 //! database or a network.
 
 pub mod crypto;
+pub mod event_schema;
 pub mod formats;
 pub mod ids;
 pub mod page;

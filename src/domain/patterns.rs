@@ -57,6 +57,48 @@ pub fn matches(pattern: &str, event_type: &str) -> bool {
     }
 }
 
+/// Something to tell the owner of an endpoint about one of its subscriptions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionIssue<'a> {
+    /// No type in the catalog matches the pattern.
+    Unknown(&'a str),
+    /// Every type in the catalog that the pattern matches is deprecated.
+    Deprecated(&'a str),
+}
+
+/// The subscriptions in `patterns` that the tenant's catalog (names, and
+/// whether each is deprecated) does not back, in the order given. `*` matches
+/// anything and is never reported; `prefix.*` is backed when any type matches.
+///
+/// An empty catalog backs everything: a tenant that has not started a catalog
+/// has not opted in to it, and would otherwise be warned about every endpoint.
+pub fn subscription_issues<'a>(
+    patterns: &'a [String],
+    catalog: &[(String, bool)],
+) -> Vec<SubscriptionIssue<'a>> {
+    if catalog.is_empty() {
+        return Vec::new();
+    }
+    patterns
+        .iter()
+        .filter(|p| p.as_str() != "*")
+        .filter_map(|p| {
+            let matched: Vec<bool> = catalog
+                .iter()
+                .filter(|(name, _)| matches(p, name))
+                .map(|(_, deprecated)| *deprecated)
+                .collect();
+            if matched.is_empty() {
+                Some(SubscriptionIssue::Unknown(p.as_str()))
+            } else if matched.iter().all(|d| *d) {
+                Some(SubscriptionIssue::Deprecated(p.as_str()))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,5 +146,35 @@ mod tests {
             }
         }
         assert_eq!(candidates("a.b.c"), ["*", "a.b.c", "a.*", "a.b.*"]);
+    }
+
+    #[test]
+    fn subscriptions_are_checked_against_the_catalog() {
+        let catalog = [
+            ("order.created".to_string(), false),
+            ("order.paid".to_string(), true),
+            ("invoice.legacy".to_string(), true),
+        ];
+        let patterns: Vec<String> = [
+            "*",
+            "order.*",
+            "order.created",
+            "order.paid",
+            "invoice.*",
+            "refund.*",
+            "user.created",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            subscription_issues(&patterns, &catalog),
+            [
+                SubscriptionIssue::Deprecated("order.paid"),
+                SubscriptionIssue::Deprecated("invoice.*"),
+                SubscriptionIssue::Unknown("refund.*"),
+                SubscriptionIssue::Unknown("user.created"),
+            ]
+        );
+        assert!(subscription_issues(&patterns, &[]).is_empty());
     }
 }

@@ -237,6 +237,8 @@ pub struct RetrySpec {
 pub struct WebhookEndpointStatus {
     /// `Ready`: whether the endpoint receives deliveries as specified, and if
     /// not, why (e.g. the URL was refused by the SSRF policy).
+    /// `EventTypesKnown`: whether every subscribed event type is in the
+    /// namespace's event-type catalog (False names those that are not).
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     #[serde(default)]
     pub conditions: Vec<Condition>,

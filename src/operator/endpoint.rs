@@ -27,6 +27,7 @@ use tracing::{info, instrument, warn};
 
 use super::crd::{Condition, DeliveryFigures, WebhookEndpoint, WebhookEndpointStatus, READY};
 use super::signing::signing_secret;
+use super::subscriptions::event_types_condition;
 use super::{Context, Error, FIELD_MANAGER};
 use crate::db::endpoints::{check_target, EndpointSpec, ManagedEndpoint};
 use crate::db::figures::DeliverySummary;
@@ -194,6 +195,7 @@ async fn apply(
         .store
         .delivery_summary(&ns, ep.id, figures_since(Utc::now()))
         .await?;
+    let catalog = ctx.store.event_type_names(&ns).await?;
 
     let (ready, reason, message) = match ep.status.as_str() {
         "disabled" => (
@@ -212,13 +214,16 @@ async fn apply(
         _ => ("True", "Delivering", format!("delivering to {url}")),
     };
     let status = WebhookEndpointStatus {
-        conditions: vec![ready_condition(
-            &previous,
-            ready,
-            reason,
-            message,
-            we.metadata.generation,
-        )],
+        conditions: vec![
+            ready_condition(&previous, ready, reason, message, we.metadata.generation),
+            event_types_condition(
+                &previous,
+                &ep.event_types,
+                &catalog,
+                we.metadata.generation,
+                &rfc3339(Utc::now()),
+            ),
+        ],
         observed_generation: we.metadata.generation,
         endpoint_id: Some(ep.id.to_string()),
         secret_name: Some(signing.secret_name),
@@ -372,15 +377,24 @@ async fn reject(
     if previous.endpoint_id.is_some() {
         message.push_str("; the endpoint keeps its last accepted settings");
     }
-    // Keep what is still true (endpoint id, figures); only Ready changes.
+    // Keep what is still true (endpoint id, figures, the other conditions,
+    // which describe the settings still applied); only Ready changes.
     let mut status = previous.clone();
-    status.conditions = vec![ready_condition(
+    status.conditions = std::iter::once(ready_condition(
         previous,
         "False",
         r.reason,
         message,
         we.metadata.generation,
-    )];
+    ))
+    .chain(
+        previous
+            .conditions
+            .iter()
+            .filter(|c| c.type_ != READY)
+            .cloned(),
+    )
+    .collect();
     status.observed_generation = we.metadata.generation;
     write_status(we, api, ctx, previous, status).await?;
     super::count_reconcile("webhookendpoint", "rejected");

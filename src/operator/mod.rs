@@ -21,6 +21,7 @@ mod events;
 mod feed;
 mod leader;
 mod signing;
+mod subscriptions;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -49,6 +50,7 @@ pub use endpoint::FINALIZER as ENDPOINT_FINALIZER;
 pub use error::Error;
 pub use leader::LeaseSettings;
 pub use signing::SIGNING_LABEL;
+pub use subscriptions::EVENT_TYPES_KNOWN;
 
 /// Field manager of everything the controller writes (status, Secrets, finalizers).
 pub const FIELD_MANAGER: &str = "hookit-controller";

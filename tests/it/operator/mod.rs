@@ -13,6 +13,7 @@ mod chart;
 mod crd;
 mod endpoints;
 mod env;
+mod event_types;
 mod feed;
 mod install;
 mod kubelet;
