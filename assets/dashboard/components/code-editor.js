@@ -47,6 +47,7 @@ export function codeEditor({ id, value = '', readOnly = false, rows = 14, descri
       lines.append(h('div', { class: 'code-editor__num', 'data-line': n }, String(n)));
     }
     while (lines.childElementCount > count) lines.lastElementChild.remove();
+    gutter.style.width = `calc(${Math.max(2, String(count).length)}ch + 18px)`;
     for (const num of lines.children) num.classList.toggle('is-marked', Number(num.dataset.line) === marked);
   };
 

@@ -209,6 +209,7 @@ export function transformationEditor(ctx, ep, { onSaved } = {}) {
     } catch (e) {
       if (isAbort(e) || (e instanceof ApiError && e.status === 401)) return;
       saveProblem.replaceChildren(problemBox(e, 'tf-save-problem'));
+      announce(code === null ? 'The transformation was not removed.' : 'The transformation was not saved.', { error: true });
       if (isInvalidTransformation(e)) showLine(lineOf(e.detail));
     }
   });
