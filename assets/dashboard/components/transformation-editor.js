@@ -16,7 +16,7 @@ import { field, jsonBlock, problemBox } from '../ui.js';
 import { codeEditor } from './code-editor.js';
 
 /** What a new transformation starts from. */
-export const STARTER_TEMPLATE = `function handler(webhook) {
+const STARTER_TEMPLATE = `function handler(webhook) {
   // webhook: { eventType, payload, url, method, headers }
   // Return it changed; set webhook.cancel = true to skip the delivery.
   return webhook;
@@ -33,7 +33,7 @@ function sampleEventType(ep) {
 }
 
 /** The line an engine message names ("… at line 2"), or null. */
-export function lineOf(message) {
+function lineOf(message) {
   const all = [...String(message || '').matchAll(/\bat line (\d+)\b/g)];
   return all.length ? Number(all[all.length - 1][1]) : null;
 }
