@@ -30,6 +30,7 @@ import { startTicker } from './ui.js';
 import { viewDeadLetters } from './views/dead-letters.js';
 import { viewDeliveries } from './views/deliveries.js';
 import { viewDelivery } from './views/delivery.js';
+import { viewEndpoint } from './views/endpoint.js';
 import { viewEndpoints } from './views/endpoints.js';
 import { viewEvent } from './views/event.js';
 import { viewEventTypes } from './views/event-types.js';
@@ -41,7 +42,7 @@ import { viewEventTypes } from './views/event-types.js';
  * that is not here redirects to #/endpoints.
  */
 const VIEWS = {
-  endpoints: { list: viewEndpoints },
+  endpoints: { list: viewEndpoints, item: viewEndpoint },
   deliveries: { list: viewDeliveries, item: viewDelivery },
   'dead-letters': { list: viewDeadLetters },
   events: { item: viewEvent, nav: 'deliveries' },

@@ -39,12 +39,28 @@ export const DELIVERY_BADGE = {
   in_flight: ['badge--warn', 'In flight'],
   succeeded: ['badge--ok', 'Succeeded'],
   dead: ['badge--bad', 'Dead'],
+  // Cancelled by the endpoint's transformation: finished, but not a failure.
+  skipped: ['badge--skip', 'Skipped'],
 };
 
 /** The badge of a delivery status. */
 export function deliveryBadge(status) {
   const [cls, label] = DELIVERY_BADGE[status] || ['', status || 'unknown'];
   return h('span', { class: `badge ${cls}`, 'data-testid': 'delivery-status' }, label);
+}
+
+// Formats other than the Standard Webhooks envelope, as endpoint badges name them.
+const FORMAT_LABELS = { discord: 'Discord format', slack: 'Slack format' };
+
+/** Status badges of an endpoint: its status, plus circuit, Kubernetes and message format when they apply. */
+export function endpointBadges(ep) {
+  const cls = { active: 'badge--ok', paused: 'badge--warn', disabled: 'badge--bad' }[ep.status] || '';
+  const label = { active: 'Active', paused: 'Paused', disabled: 'Disabled' }[ep.status] || ep.status;
+  return h('div', { class: 'badge-stack' },
+    h('span', { class: `badge ${cls}`, 'data-testid': 'endpoint-status', title: ep.disabled_reason || undefined }, label),
+    ep.circuit_state === 'open' ? h('span', { class: 'badge badge--bad badge--plain', 'data-testid': 'endpoint-circuit', title: 'Deliveries are held back until the endpoint recovers' }, 'Circuit open') : null,
+    ep.managed_by === 'kubernetes' ? h('span', { class: 'badge badge--k8s badge--plain', 'data-testid': 'endpoint-managed' }, 'Managed by Kubernetes') : null,
+    FORMAT_LABELS[ep.format] ? h('span', { class: 'badge badge--info badge--plain', 'data-testid': 'endpoint-format', title: 'Deliveries are sent as readable chat messages' }, FORMAT_LABELS[ep.format]) : null);
 }
 
 /** An HTTP status code coloured by class (2xx ok, 5xx bad, others warn); "—" for none. */

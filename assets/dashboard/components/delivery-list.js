@@ -9,6 +9,11 @@ import { fmtNum, shortId } from '../format.js';
 import { LIST_POLL_MS } from '../poll.js';
 import { countdown, deliveryBadge, problemBox, statusCodePill, timeAgo } from '../ui.js';
 
+/** Whether a delivery in `status` can be redriven: finished, whether delivered, dead or skipped by a transformation. */
+export function isRedrivable(status) {
+  return status === 'dead' || status === 'succeeded' || status === 'skipped';
+}
+
 /** What a delivery row shows; the row is rebuilt only when this changes. */
 export function deliveryRowSig(d) {
   return JSON.stringify([d.status, d.attempts, d.next_attempt_at, d.last_status_code, d.last_error, d.updated_at, endpointCache.has(d.endpoint_id)]);
@@ -17,7 +22,7 @@ export function deliveryRowSig(d) {
 /** One delivery row; with `redrive`, a Redrive button that calls it. */
 export function buildDeliveryRow(d, { redrive } = {}) {
   const detailHref = `#/deliveries/${encodeURIComponent(d.id)}`;
-  const canRedrive = d.status === 'dead' || d.status === 'succeeded';
+  const canRedrive = isRedrivable(d.status);
   return h('tr', {
     'data-testid': 'delivery-row', 'data-id': d.id, 'data-status': d.status,
     'data-endpoint-id': d.endpoint_id, 'data-event-id': d.event_id, 'data-event-type': d.event_type,

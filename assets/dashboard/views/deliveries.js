@@ -7,7 +7,7 @@ import { replaceHashQuery } from '../hash.js';
 import { DELIVERY_BADGE, pageHead } from '../ui.js';
 import { deliveryList, endpointSelect } from '../components/delivery-list.js';
 
-const DELIVERY_STATUSES = ['pending', 'in_flight', 'succeeded', 'dead'];
+const DELIVERY_STATUSES = ['pending', 'in_flight', 'succeeded', 'dead', 'skipped'];
 
 /** Render the Deliveries view; `params` are the filters from the hash. */
 export function viewDeliveries(ctx, params) {

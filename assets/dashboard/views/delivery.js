@@ -8,7 +8,24 @@ import { endpointCache, loadEndpointsCache } from '../endpoint-cache.js';
 import { fmtDateTime, fmtMs, fmtNum, shortId } from '../format.js';
 import { LIST_POLL_MS, STOP_POLLING } from '../poll.js';
 import { countdown, deliveryBadge, field, jsonBlock, pageHead, problemBox, statusCodePill, timeAgo } from '../ui.js';
-import { redriveOne } from '../components/delivery-list.js';
+import { isRedrivable, redriveOne } from '../components/delivery-list.js';
+
+/** Why a finished delivery has no next attempt, by status. */
+const NO_NEXT_ATTEMPT = {
+  succeeded: 'none — delivered',
+  dead: 'none — out of attempts',
+  skipped: 'none — skipped by the transformation',
+};
+
+/**
+ * The status cell of an attempt: its HTTP status, or a note when nothing went on
+ * the wire because the endpoint's transformation refused or cancelled the request
+ * (its error says which). `sent` is absent from older servers: treat it as sent.
+ */
+function attemptStatus(a) {
+  if (a.sent === false) return h('span', { class: 'badge badge--skip badge--plain', 'data-testid': 'attempt-not-sent' }, 'not sent (transformation)');
+  return statusCodePill(a.status_code);
+}
 
 /** Render the view of delivery `id`. */
 export function viewDelivery(ctx, id) {
@@ -50,14 +67,14 @@ export function viewDelivery(ctx, id) {
         field('Attempts', ep && ep.max_attempts ? `${fmtNum(d.attempts)} of ${fmtNum(ep.max_attempts)}` : fmtNum(d.attempts), 'delivery-attempts'),
         field('Next attempt', d.next_attempt_at
           ? h('span', null, countdown(d.next_attempt_at, 'next-attempt-countdown'), h('span', { class: 'muted' }, ` · ${fmtDateTime(d.next_attempt_at)}`))
-          : h('span', { class: 'muted' }, d.status === 'succeeded' ? 'none — delivered' : d.status === 'dead' ? 'none — out of attempts' : 'not scheduled')),
+          : h('span', { class: 'muted' }, NO_NEXT_ATTEMPT[d.status] || 'not scheduled')),
         field('Last status code', statusCodePill(d.last_status_code)),
         field('Last error', d.last_error ? h('span', { class: 'err-text' }, d.last_error) : h('span', { class: 'muted' }, '—')),
         field('Created', h('span', null, fmtDateTime(d.created_at), ' ', h('span', { class: 'muted' }, '(', timeAgo(d.created_at), ')'))),
         field('Updated', h('span', null, fmtDateTime(d.updated_at), ' ', h('span', { class: 'muted' }, '(', timeAgo(d.updated_at), ')')))));
-    const canRedrive = d.status === 'dead' || d.status === 'succeeded';
+    const canRedrive = isRedrivable(d.status);
     if (canRedrive) redriveBtn.removeAttribute('aria-disabled'); else redriveBtn.setAttribute('aria-disabled', 'true');
-    redriveBtn.title = canRedrive ? 'Queue this delivery again with a fresh set of attempts' : 'Only succeeded or dead deliveries can be redriven';
+    redriveBtn.title = canRedrive ? 'Queue this delivery again with a fresh set of attempts' : 'Only finished deliveries (succeeded, dead or skipped) can be redriven';
   };
 
   const renderAttempts = (d) => {
@@ -78,7 +95,7 @@ export function viewDelivery(ctx, id) {
             h('td', { class: 'num' }, String(a.attempt)),
             h('td', { class: 'nowrap' }, fmtDateTime(a.started_at)),
             h('td', { class: 'num nowrap' }, fmtMs(a.duration_ms)),
-            h('td', null, statusCodePill(a.status_code)),
+            h('td', null, attemptStatus(a)),
             h('td', null, a.error ? h('span', { class: 'err-text' }, a.error) : h('span', { class: 'muted' }, '—')),
             h('td', null, a.response_body ? h('pre', { class: 'body', tabindex: '0', 'aria-label': `Response body of attempt ${a.attempt}` }, a.response_body) : h('span', { class: 'muted' }, '—')))))))
         : h('p', { class: 'empty' }, 'No attempts yet.'));

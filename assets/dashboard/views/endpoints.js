@@ -1,5 +1,6 @@
 // Endpoints view (#/endpoints): the activity chart, the "Add endpoint" form, and
-// one row per endpoint with its last-hour stats and its actions.
+// one row per endpoint with its last-hour stats and its actions. Each row links
+// to the endpoint's page (views/endpoint.js).
 
 import { PAGE_SIZE, api, isAbort, qs } from '../api.js';
 import { sparkline } from '../charts.js';
@@ -8,25 +9,12 @@ import { confirmDialog, secretDialog } from '../dialogs.js';
 import { endpointCache } from '../endpoint-cache.js';
 import { announce, withBusy } from '../feedback.js';
 import { fmtMs, fmtNum, fmtPct, shortId } from '../format.js';
-import { pageHead, problemBox, statusCodePill } from '../ui.js';
+import { endpointBadges, pageHead, problemBox, statusCodePill } from '../ui.js';
 import { activityCard } from '../components/activity.js';
 import { createEndpointForm } from '../components/endpoint-form.js';
+import { isHeld, setEndpointPaused } from '../components/endpoint-pause.js';
 
 const ENDPOINTS_POLL_MS = 10000;
-
-// Formats other than the Standard Webhooks envelope, as the endpoint list names them.
-const FORMAT_LABELS = { discord: 'Discord format', slack: 'Slack format' };
-
-/** Status badges of an endpoint: its status, plus circuit, Kubernetes and message format when they apply. */
-function endpointBadges(ep) {
-  const cls = { active: 'badge--ok', paused: 'badge--warn', disabled: 'badge--bad' }[ep.status] || '';
-  const label = { active: 'Active', paused: 'Paused', disabled: 'Disabled' }[ep.status] || ep.status;
-  return h('div', { class: 'badge-stack' },
-    h('span', { class: `badge ${cls}`, 'data-testid': 'endpoint-status', title: ep.disabled_reason || undefined }, label),
-    ep.circuit_state === 'open' ? h('span', { class: 'badge badge--bad badge--plain', 'data-testid': 'endpoint-circuit', title: 'Deliveries are held back until the endpoint recovers' }, 'Circuit open') : null,
-    ep.managed_by === 'kubernetes' ? h('span', { class: 'badge badge--k8s badge--plain', 'data-testid': 'endpoint-managed' }, 'Managed by Kubernetes') : null,
-    FORMAT_LABELS[ep.format] ? h('span', { class: 'badge badge--info badge--plain', 'data-testid': 'endpoint-format', title: 'Deliveries are sent as readable chat messages' }, FORMAT_LABELS[ep.format]) : null);
-}
 
 /** Colour class of a success rate (99% and up ok, 90% and up warn). */
 function rateClass(r) {
@@ -78,15 +66,9 @@ export function viewEndpoints(ctx) {
 
   const onAction = async (action, ep, button) => {
     if (action === 'pause' || action === 'resume') {
-      await withBusy(button, action === 'pause' ? 'Pausing the endpoint' : 'Resuming the endpoint', async () => {
-        const updated = await api(`/v1/endpoints/${encodeURIComponent(ep.id)}/${action}`, { method: 'POST', body: {} });
-        if (updated && updated.id) {
-          endpoints = endpoints.map((e) => (e.id === updated.id ? updated : e));
-          endpointCache.set(updated.id, updated);
-        }
-        render();
-        announce(action === 'pause' ? `Paused ${ep.url}. Deliveries are held until you resume it.` : `Resumed ${ep.url}.`);
-      });
+      const updated = await setEndpointPaused(ep, action === 'pause', button);
+      if (updated) endpoints = endpoints.map((e) => (e.id === updated.id ? updated : e));
+      render();
     } else if (action === 'secret') {
       await withBusy(button, 'Revealing the secret', async () => {
         const res = await api(`/v1/endpoints/${encodeURIComponent(ep.id)}/secret`);
@@ -116,7 +98,7 @@ export function viewEndpoints(ctx) {
   const buildRow = (ep) => {
     const st = stats.get(ep.id);
     const label = ep.url;
-    const paused = ep.status === 'paused' || ep.status === 'disabled';
+    const paused = isHeld(ep);
     const perMin = st && Array.isArray(st.per_minute) ? st.per_minute : [];
     const total = perMin.reduce((a, b) => a + b, 0);
     const peak = perMin.length ? Math.max(...perMin) : 0;
@@ -126,7 +108,7 @@ export function viewEndpoints(ctx) {
     }, text);
     return h('tr', { 'data-testid': 'endpoint-row', 'data-endpoint-id': ep.id, 'data-status': ep.status },
       h('td', { class: 'cell-url' },
-        h('div', { class: 'url', 'data-testid': 'endpoint-url' }, ep.url),
+        h('a', { class: 'url', href: `#/endpoints/${encodeURIComponent(ep.id)}`, 'data-testid': 'endpoint-url', title: 'Settings, transformation and deliveries of this endpoint' }, ep.url),
         ep.description ? h('div', { class: 'desc' }, ep.description) : null,
         ep.status === 'disabled' && ep.disabled_reason ? h('div', { class: 'desc' }, `Disabled: ${ep.disabled_reason}`) : null,
         h('div', { class: 'sub-links' },
