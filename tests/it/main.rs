@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod delivery;
 mod demo_live;
+mod fifo;
 mod idempotency;
 mod operator;
 mod resilience;
