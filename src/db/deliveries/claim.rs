@@ -173,10 +173,16 @@ impl Store {
                 SELECT id FROM deliveries
                 WHERE status = 'pending' AND next_attempt_at <= now() AND NOT fifo AND NOT (endpoint_id = ANY($4))
                 ORDER BY next_attempt_at, id
-                LIMIT greatest($1 - (SELECT count(*) FROM heads), 0)
+                LIMIT $1
                 FOR UPDATE SKIP LOCKED
              ), picked AS (
-                SELECT id FROM heads UNION ALL SELECT id FROM due
+                -- The limit is applied where `due` is read, not inside it: with a
+                -- computed LIMIT the planner cannot see that the claim index's
+                -- order ends the scan early. A WITH query is evaluated only as far
+                -- as it is read, so rows past the batch are neither scanned nor locked.
+                SELECT id FROM heads
+                UNION ALL
+                (SELECT id FROM due LIMIT greatest($1 - (SELECT count(*) FROM heads), 0))
              )
              UPDATE deliveries d
              SET status = 'in_flight', next_attempt_at = NULL, lease_owner = $2,
