@@ -555,3 +555,47 @@ async fn fifo_claim_cost() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_dead_head_releases_the_queue_and_a_redrive_sends_it_again() {
+    let app = TestApp::spawn().await;
+    let rx = crate::common::Receiver::start().await;
+    rx.set_reply(crate::common::Reply::Status(500));
+    app.endpoint(json!({
+        "url": rx.url("/hook"), "ordering": "fifo",
+        "max_attempts": 2, "retry_base_ms": 10, "retry_cap_ms": 20,
+    }))
+    .await;
+    let mut events = Vec::new();
+    for i in 0..3 {
+        events.push(app.publish("a.b", json!({"i": i})).await);
+    }
+    let dead = app
+        .wait_deliveries("status=dead", Duration::from_secs(30), |d| d.len() == 3)
+        .await;
+    let seen = |rx: &crate::common::Receiver| -> Vec<u64> {
+        rx.received()
+            .iter()
+            .map(|r| {
+                serde_json::from_slice::<Value>(&r.body).unwrap()["data"]["i"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    // Each head's two attempts, and nothing behind it until it was dead.
+    assert_eq!(seen(&rx), vec![0, 0, 1, 1, 2, 2]);
+    rx.set_reply(crate::common::Reply::Status(200));
+    let first = dead
+        .iter()
+        .find(|d| d["event_id"] == events[0].as_str())
+        .unwrap();
+    let id = first["id"].as_str().unwrap();
+    let (s, body) = app
+        .post(&format!("/v1/deliveries/{id}/redrive"), json!({}))
+        .await;
+    assert_eq!(s, 200, "{body}");
+    rx.wait_for(7, Duration::from_secs(30)).await;
+    assert_eq!(seen(&rx)[6], 0, "the redriven head is sent again");
+    app.stop().await;
+}
