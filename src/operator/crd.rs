@@ -402,6 +402,21 @@ mod tests {
     }
 
     #[test]
+    fn ordering_maps_to_the_endpoint_setting() {
+        let fifo = spec("url: https://example.com/h\nordering: fifo\n");
+        assert_eq!(
+            fifo.to_endpoint_spec().unwrap().ordering.as_deref(),
+            Some("fifo")
+        );
+        let default = spec("url: https://example.com/h\n");
+        assert_eq!(default.to_endpoint_spec().unwrap().ordering, None);
+        assert!(serde_yaml::from_str::<WebhookEndpointSpec>(
+            "url: https://example.com/h\nordering: lifo\n"
+        )
+        .is_err());
+    }
+
+    #[test]
     fn defaults_and_durations_translate_to_endpoint_settings() {
         let s = spec("url: https://example.com/hook\n");
         assert_eq!(s.event_types, vec!["*".to_string()]);
