@@ -257,12 +257,14 @@ async fn write(pool: &sqlx::PgPool, availability: &Availability, batch: &mut Vec
             WHERE i.key IS NULL OR i.id IN (SELECT event_id FROM idem)
             RETURNING id, tenant, event_type, created_at
          ), dl AS (
-            INSERT INTO deliveries (id, tenant, event_id, endpoint_id, next_attempt_at, created_at, updated_at)
+            INSERT INTO deliveries (id, tenant, event_id, endpoint_id, next_attempt_at, created_at, updated_at, fifo)
             SELECT hookit_uuid_v7(), ev.tenant, ev.id, e.id,
                    -- Paused endpoints get held deliveries (no due time, nothing spent);
                    -- behind an open circuit: due when the next probe is.
                    CASE WHEN e.status = 'active' THEN greatest(ev.created_at, e.circuit_open_until) END,
-                   ev.created_at, ev.created_at
+                   ev.created_at, ev.created_at,
+                   -- Copied so the claim knows FIFO rows without a join (0012).
+                   e.ordering = 'fifo'
             FROM ev JOIN input i ON i.id = ev.id JOIN pats ON pats.id = ev.id
             JOIN endpoints e ON e.tenant = ev.tenant AND e.deleted_at IS NULL AND e.status <> 'disabled'
             WHERE CASE WHEN i.only_ep IS NULL THEN e.event_types && pats.p ELSE e.id = i.only_ep END

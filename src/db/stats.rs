@@ -210,10 +210,15 @@ impl Store {
             sqlx::query_as("SELECT status::text, count(*) FROM deliveries GROUP BY 1")
                 .fetch_all(&self.pool)
                 .await?;
-        // One scan of deliveries_due_idx gives both the age and the count.
+        // One scan of deliveries_due_idx (ordinary rows) and one of
+        // deliveries_fifo_idx (FIFO rows, held ones included: they are queued and
+        // their age is what a user waits on) give both the age and the count.
         let (oldest, due): (Option<f64>, i64) = sqlx::query_as(
-            "SELECT extract(epoch FROM now() - min(next_attempt_at))::float8, count(*) FROM deliveries
-             WHERE status = 'pending' AND next_attempt_at <= now()",
+            "SELECT extract(epoch FROM now() - least(a.m, b.m))::float8, a.n + b.n FROM
+                (SELECT min(next_attempt_at) AS m, count(*) AS n FROM deliveries
+                 WHERE status = 'pending' AND next_attempt_at <= now() AND NOT fifo) a,
+                (SELECT min(next_attempt_at) AS m, count(*) AS n FROM deliveries
+                 WHERE status = 'pending' AND next_attempt_at <= now() AND fifo) b",
         )
         .fetch_one(&self.pool)
         .await?;

@@ -21,6 +21,12 @@
 //! `pending` with no `next_attempt_at` is *held*: its endpoint is paused (or its
 //! circuit is open) and no attempt is spent until it resumes.
 //!
+//! **FIFO endpoints** add no state: a delivery behind its endpoint's head is
+//! simply `pending` and not claimable (the claim decides, `db::deliveries::claim`).
+//! Every transition here applies to the head as to any delivery; what matters for
+//! order is that none of them (retry, 429, give-back, rescue, redrive) moves a
+//! delivery out of its place, which is fixed by its event's acceptance.
+//!
 //! **Rate limits.** A `429` is the receiver asking to slow down, not failing, so
 //! it is *deferred*: pending again at its `Retry-After` (Discord: the body's
 //! fractional `retry_after`), with the attempt budget untouched. Every request

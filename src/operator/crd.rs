@@ -144,6 +144,35 @@ pub struct WebhookEndpointSpec {
     /// code. A change of the ConfigMap applies it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transformation_from: Option<ConfigMapKeyRef>,
+
+    /// `none` (the default: deliveries go out concurrently) or `fifo`: one
+    /// delivery at a time, in the order the events were accepted; a failing
+    /// delivery holds the ones behind it until it succeeds or is dead-lettered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<EndpointOrdering>,
+}
+
+/// Whether an endpoint's deliveries are ordered (see docs/fifo.md).
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointOrdering {
+    /// Concurrent delivery, each as soon as it is due.
+    #[default]
+    None,
+    /// One at a time, in acceptance order.
+    Fifo,
+}
+
+impl EndpointOrdering {
+    /// The value of the `endpoint_ordering` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointOrdering::None => "none",
+            EndpointOrdering::Fifo => "fifo",
+        }
+    }
 }
 
 /// A key of a ConfigMap in the resource's namespace.
@@ -360,6 +389,7 @@ impl WebhookEndpointSpec {
             format: self.format.map(|f| Format::from(f).as_str().to_string()),
             // Inline code; `transformationFrom` is read by the reconciler.
             transformation: self.transformation.clone(),
+            ordering: self.ordering.map(|o| o.as_str().to_string()),
         })
     }
 }
@@ -371,6 +401,21 @@ mod tests {
 
     fn spec(yaml: &str) -> WebhookEndpointSpec {
         serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn ordering_maps_to_the_endpoint_setting() {
+        let fifo = spec("url: https://example.com/h\nordering: fifo\n");
+        assert_eq!(
+            fifo.to_endpoint_spec().unwrap().ordering.as_deref(),
+            Some("fifo")
+        );
+        let default = spec("url: https://example.com/h\n");
+        assert_eq!(default.to_endpoint_spec().unwrap().ordering, None);
+        assert!(serde_yaml::from_str::<WebhookEndpointSpec>(
+            "url: https://example.com/h\nordering: lifo\n"
+        )
+        .is_err());
     }
 
     #[test]

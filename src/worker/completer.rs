@@ -83,6 +83,16 @@ impl Worker {
                         if done.unheld > 0 || completions.iter().any(|c| c.status == "pending") {
                             self.wake.notify_one();
                         }
+                        if done.fifo_advanced > 0 {
+                            // A FIFO endpoint's next delivery is due now. Every
+                            // worker may be asleep until a later retry (or the idle
+                            // poll): wake this one, and the others through NOTIFY,
+                            // so an ordered endpoint runs at its receiver's pace.
+                            self.wake.notify_one();
+                            if let Err(e) = self.store.notify_work().await {
+                                warn!(error = %e, "NOTIFY after a FIFO completion failed; other workers poll");
+                            }
+                        }
                         if self.cfg.ops {
                             self.emit_ops(&batch, &done.opened).await;
                         }

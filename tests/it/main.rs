@@ -8,6 +8,7 @@ mod common;
 mod delivery;
 mod demo_live;
 mod event_types;
+mod fifo;
 mod idempotency;
 mod operator;
 mod resilience;

@@ -1,4 +1,5 @@
-//! Leases: the claim (who locks what, and why no lock lives across HTTP), giving
+//! Leases: the claim (who locks what, and why no lock lives across HTTP; FIFO
+//! endpoints' one-at-a-time rule), giving
 //! leased rows back, dead-lettering without an attempt, and rescuing leases whose
 //! worker is gone.
 
@@ -12,6 +13,30 @@ use uuid::Uuid;
 use crate::db::Store;
 use crate::domain::formats::{Format, UnknownFormat};
 use crate::error::Result;
+
+/// The endpoints with FIFO work (pending or in flight), each once: a skip scan
+/// of `deliveries_fifo_idx` (one index probe per endpoint, whatever its backlog),
+/// as the recursive CTE `fifo_endpoints(endpoint_id)`.
+const FIFO_ENDPOINTS: &str = "fifo_endpoints(endpoint_id) AS (
+    (SELECT endpoint_id FROM deliveries WHERE fifo AND status IN ('pending', 'in_flight')
+     ORDER BY endpoint_id LIMIT 1)
+    UNION ALL
+    SELECT (SELECT o.endpoint_id FROM deliveries o
+            WHERE o.fifo AND o.status IN ('pending', 'in_flight') AND o.endpoint_id > f.endpoint_id
+            ORDER BY o.endpoint_id LIMIT 1)
+    FROM fifo_endpoints f WHERE f.endpoint_id IS NOT NULL
+)";
+
+/// The head of FIFO endpoint `f.endpoint_id`: its oldest pending delivery in
+/// acceptance order (see migration 0012 for why this order). One probe of
+/// `deliveries_fifo_idx`.
+const FIFO_HEAD: &str = "SELECT o.id FROM deliveries o
+    WHERE o.endpoint_id = f.endpoint_id AND o.fifo AND o.status = 'pending'
+    ORDER BY o.created_at, o.event_id, o.id LIMIT 1";
+
+/// None of FIFO endpoint `f.endpoint_id`'s deliveries is in flight.
+const FIFO_IDLE: &str = "NOT EXISTS (SELECT 1 FROM deliveries b
+    WHERE b.endpoint_id = f.endpoint_id AND b.fifo AND b.status = 'in_flight')";
 
 /// A delivery a worker has leased, with everything needed to send it: one claim
 /// statement returns the event body and the endpoint settings too.
@@ -92,12 +117,37 @@ impl Store {
 
     /// Leases up to `limit` due deliveries to worker `owner` for `lease_ms`.
     ///
-    /// Locking: the CTE picks the due rows in queue order and row-locks them with
-    /// SKIP LOCKED, so concurrent workers take disjoint batches without waiting on
-    /// each other; the UPDATE then flips them to `in_flight` with the lease in the
-    /// same statement, and the locks are released at its (implicit) commit. No lock
-    /// is held while the HTTP request runs: the lease alone marks ownership, and
-    /// every later write is guarded by `lease_owner`.
+    /// Locking: each CTE picks due rows and row-locks them with SKIP LOCKED, so
+    /// concurrent workers take disjoint batches without waiting on each other; the
+    /// UPDATE then flips them to `in_flight` with the lease in the same statement,
+    /// and the locks are released at its (implicit) commit. No lock is held while
+    /// the HTTP request runs: the lease alone marks ownership, and every later write
+    /// is guarded by `lease_owner`.
+    ///
+    /// Two kinds of rows, two CTEs:
+    /// - `heads`: FIFO endpoints (`ordering = 'fifo'`, rows with `fifo` set). For
+    ///   each endpoint with FIFO work (a skip scan of `deliveries_fifo_idx`) only
+    ///   its head, the oldest pending delivery in acceptance order
+    ///   `(created_at, event_id, id)`, is a candidate, and only when none of the
+    ///   endpoint's deliveries is in flight. Concurrent claimers are safe without
+    ///   any lock across HTTP: a claimer that sees the head pending also sees it
+    ///   as older than its successors, so it can only try the head; two claimers
+    ///   trying the head are serialised by its row lock (SKIP LOCKED: the loser
+    ///   moves on to other endpoints, never to the successor), and a claimer whose
+    ///   snapshot is stale re-checks the head's own row after locking it (READ
+    ///   COMMITTED re-evaluates `d.status = 'pending'` on the newest version), so
+    ///   a head already taken or finished is skipped. What a snapshot cannot see
+    ///   is a row that became pending after it (a redrive of an older dead letter,
+    ///   an event committed late by a concurrent group commit): two claimers could
+    ///   then pick two different "heads". The unique index
+    ///   `deliveries_fifo_one_in_flight` makes the second of those fail rather
+    ///   than send two; the statement is then retried on a fresh snapshot.
+    /// - `due`: every other row, in due order, through `deliveries_due_idx`, which
+    ///   holds non-FIFO rows only, so held FIFO rows cost this scan nothing.
+    ///
+    /// Heads go first: there is at most one per FIFO endpoint, and a FIFO
+    /// endpoint's throughput is bounded by its round trips, so it should not wait
+    /// for a backlog of ordinary rows; ordinary rows fill the rest of the batch.
     ///
     /// `skip` lists endpoints this worker is saturated on (in-flight cap), so their
     /// rows stay in the queue for other workers instead of being claimed and put back.
@@ -108,33 +158,65 @@ impl Store {
         lease_ms: i64,
         skip: &[Uuid],
     ) -> Result<Vec<Claimed>> {
-        let rows = sqlx::query_as::<_, Claimed>(
-            "WITH due AS (
+        let sql = format!(
+            "WITH RECURSIVE {FIFO_ENDPOINTS}, heads AS (
+                SELECT d.id FROM fifo_endpoints f
+                CROSS JOIN LATERAL ({FIFO_HEAD}) h
+                JOIN deliveries d ON d.id = h.id
+                WHERE NOT (f.endpoint_id = ANY($4)) AND {FIFO_IDLE}
+                  -- Re-checked on the newest row version after locking (see above).
+                  AND d.status = 'pending' AND d.fifo AND d.next_attempt_at <= now()
+                ORDER BY d.next_attempt_at, d.id
+                LIMIT $1
+                FOR UPDATE OF d SKIP LOCKED
+             ), due AS (
                 SELECT id FROM deliveries
-                WHERE status = 'pending' AND next_attempt_at <= now() AND NOT (endpoint_id = ANY($4))
+                WHERE status = 'pending' AND next_attempt_at <= now() AND NOT fifo AND NOT (endpoint_id = ANY($4))
                 ORDER BY next_attempt_at, id
                 LIMIT $1
                 FOR UPDATE SKIP LOCKED
+             ), picked AS (
+                -- The limit is applied where `due` is read, not inside it: with a
+                -- computed LIMIT the planner cannot see that the claim index's
+                -- order ends the scan early. A WITH query is evaluated only as far
+                -- as it is read, so rows past the batch are neither scanned nor locked.
+                SELECT id FROM heads
+                UNION ALL
+                (SELECT id FROM due LIMIT greatest($1 - (SELECT count(*) FROM heads), 0))
              )
              UPDATE deliveries d
              SET status = 'in_flight', next_attempt_at = NULL, lease_owner = $2,
                  lease_expires_at = now() + $3 * interval '1 millisecond', updated_at = now()
-             FROM due, events ev, endpoints e
-             WHERE d.id = due.id AND ev.id = d.event_id AND e.id = d.endpoint_id
+             FROM picked, events ev, endpoints e
+             WHERE d.id = picked.id AND ev.id = d.event_id AND e.id = d.endpoint_id
              RETURNING d.id, d.event_id, d.tenant, d.endpoint_id, d.attempts, d.round_base, d.rate_limited, ev.body, ev.traceparent,
                  e.url, e.secret_enc,
                  CASE WHEN e.prev_secret_expires_at > now() THEN e.prev_secret_enc END AS prev_secret_enc,
                  e.headers, e.max_attempts, e.retry_base_ms, e.retry_cap_ms, e.timeout_ms, e.max_in_flight, e.rate_limit,
                  CASE WHEN e.deleted_at IS NOT NULL THEN 'deleted' ELSE e.status::text END AS endpoint_state,
-                 e.circuit_open_until, e.format::text AS format, ev.event_type, e.transformation_sha",
-        )
-        .bind(limit)
-        .bind(owner)
-        .bind(lease_ms)
-        .bind(skip)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows)
+                 e.circuit_open_until, e.format::text AS format, ev.event_type, e.transformation_sha"
+        );
+        // Bounded: a conflict needs a claimer racing on a snapshot older than a
+        // row that just became pending, which a fresh snapshot no longer is.
+        let mut tries = 0;
+        loop {
+            let r = sqlx::query_as::<_, Claimed>(&sql)
+                .bind(limit)
+                .bind(owner)
+                .bind(lease_ms)
+                .bind(skip)
+                .fetch_all(&self.pool)
+                .await;
+            match r {
+                Err(sqlx::Error::Database(e))
+                    if tries < 3 && e.constraint() == Some("deliveries_fifo_one_in_flight") =>
+                {
+                    tries += 1;
+                    metrics::counter!("hookit_fifo_claim_conflicts_total").increment(1);
+                }
+                r => return Ok(r?),
+            }
+        }
     }
 
     /// Claims the single probe of an endpoint whose circuit is open and due: the
@@ -263,11 +345,20 @@ impl Store {
         Ok(renewed.into_iter().map(|(id,)| id).collect())
     }
 
-    /// When the earliest scheduled delivery is due (for the worker's sleep).
+    /// When the earliest scheduled delivery is due (for the worker's sleep): the
+    /// earliest ordinary row, or the earliest FIFO head that may be sent (rows
+    /// held behind a head are not due, however old their timestamp).
     pub async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>> {
-        let (at,): (Option<DateTime<Utc>>,) = sqlx::query_as(
-            "SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending' AND next_attempt_at IS NOT NULL",
-        )
+        let (at,): (Option<DateTime<Utc>>,) = sqlx::query_as(&format!(
+            "WITH RECURSIVE {FIFO_ENDPOINTS}
+             SELECT least(
+                (SELECT min(next_attempt_at) FROM deliveries
+                 WHERE status = 'pending' AND next_attempt_at IS NOT NULL AND NOT fifo),
+                (SELECT min(d.next_attempt_at) FROM fifo_endpoints f
+                 CROSS JOIN LATERAL ({FIFO_HEAD}) h
+                 JOIN deliveries d ON d.id = h.id
+                 WHERE {FIFO_IDLE}))"
+        ))
         .fetch_one(&self.pool)
         .await?;
         Ok(at)

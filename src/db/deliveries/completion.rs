@@ -56,6 +56,10 @@ pub struct Completed {
     pub written: u64,
     /// Deliveries made due because a probe closed their endpoint's circuit.
     pub unheld: u64,
+    /// FIFO deliveries that finished (succeeded, dead or skipped): each makes its
+    /// endpoint's next delivery the head, due at once, which workers asleep on
+    /// [`Store::next_due_at`] would otherwise not know about.
+    pub fifo_advanced: u64,
 }
 
 /// What the first completion statement found: rows written, and per endpoint
@@ -63,6 +67,7 @@ pub struct Completed {
 #[derive(sqlx::FromRow)]
 struct Streaks {
     written: i64,
+    fifo_advanced: i64,
     endpoints: Vec<Uuid>,
     any_ok: Vec<bool>,
     fails: Vec<i32>,
@@ -146,7 +151,7 @@ impl Store {
                 -- The attempt's own fields come back with the row, so the log and
                 -- the streaks below read `upd` alone, with no join back to `input`.
                 RETURNING d.id, d.endpoint_id, u.attempt, u.started, u.dur, u.code, u.err, u.body, u.ok, u.probe,
-                    u.deferred, u.sent
+                    u.deferred, u.sent, d.fifo, u.status
              ), log AS (
                 INSERT INTO delivery_attempts (delivery_id, attempt, endpoint_id, started_at, duration_ms, status_code,
                                                error, response_body, succeeded, rate_limited, sent)
@@ -165,6 +170,7 @@ impl Store {
                 WHERE NOT s.any_ok OR e.consecutive_failures > 0 OR e.circuit_open_until IS NOT NULL
              )
              SELECT (SELECT count(*) FROM upd) AS written,
+                    (SELECT count(*) FROM upd WHERE fifo AND status <> 'pending') AS fifo_advanced,
                     coalesce(array_agg(endpoint_id), '{}') AS endpoints, coalesce(array_agg(any_ok), '{}') AS any_ok,
                     coalesce(array_agg(fails), '{}') AS fails, coalesce(array_agg(probe_failed), '{}') AS probe_failed
              FROM attention",
@@ -189,6 +195,7 @@ impl Store {
         .await?;
         let mut done = Completed {
             written: streaks.written as u64,
+            fifo_advanced: streaks.fifo_advanced as u64,
             ..Default::default()
         };
         if !streaks.endpoints.is_empty() {

@@ -50,8 +50,9 @@ impl Store {
         let row: EndpointRow = sqlx::query_as(&format!(
             "INSERT INTO endpoints (id, tenant, url, description, event_types, secret_enc, headers, max_attempts,
                 retry_base_ms, retry_cap_ms, timeout_ms, rate_limit, max_in_flight, format, transformation,
-                transformation_sha)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::endpoint_format, $15, $16)
+                transformation_sha, ordering)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::endpoint_format, $15, $16,
+                $17::endpoint_ordering)
              RETURNING {COLUMNS}"
         ))
         .bind(id)
@@ -70,6 +71,7 @@ impl Store {
         .bind(spec.format()?.as_str())
         .bind(&spec.transformation)
         .bind(spec.transformation.as_deref().map(code_sha))
+        .bind(spec.ordering()?)
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -86,6 +88,10 @@ impl Store {
     ) -> Result<Endpoint> {
         p.validate(ssrf)?;
         self.ensure_rest_managed(tenant, id).await?;
+        if let Some(ordering) = super::spec::parse_ordering(p.ordering.as_deref())? {
+            // Before the other fields, so the row returned below shows it.
+            self.set_ordering(id.uuid(), ordering).await?;
+        }
         let row: Option<EndpointRow> = sqlx::query_as(&format!(
             "UPDATE endpoints SET url = coalesce($3, url), event_types = coalesce($4, event_types),
                 description = coalesce($5, description), max_attempts = coalesce($6, max_attempts),

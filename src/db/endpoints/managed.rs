@@ -105,6 +105,7 @@ impl Store {
                 id
             }
         };
+        self.set_ordering(id, spec.ordering()?).await?;
         self.apply_pause(id, m.paused).await?;
         self.get_endpoint(&m.tenant, EndpointId::from_uuid(id))
             .await

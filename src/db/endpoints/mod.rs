@@ -8,11 +8,12 @@
 
 mod lifecycle;
 mod managed;
+mod ordering;
 mod secrets;
 mod spec;
 
 pub use managed::ManagedEndpoint;
-pub use spec::{check_target, EndpointPatch, EndpointSpec, FormatName};
+pub use spec::{check_target, EndpointPatch, EndpointSpec, FormatName, OrderingName};
 
 use std::collections::BTreeMap;
 
@@ -78,6 +79,10 @@ pub struct Endpoint {
     pub format: Format,
     /// JavaScript run before each delivery (docs/transformations.md), if any.
     pub transformation: Option<String>,
+    /// `none`, or `fifo`: one delivery at a time, in the order the events were
+    /// accepted (docs/fifo.md).
+    #[schema(value_type = OrderingName)]
+    pub ordering: String,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -113,6 +118,7 @@ pub(super) struct EndpointRow {
     max_in_flight: Option<i32>,
     format: String,
     transformation: Option<String>,
+    ordering: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -139,6 +145,7 @@ impl From<EndpointRow> for Endpoint {
             // The column is an enum of exactly these names.
             format: r.format.parse().unwrap_or_default(),
             transformation: r.transformation,
+            ordering: r.ordering,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -149,7 +156,7 @@ pub(super) const COLUMNS: &str =
     "id, url, description, event_types, status::text AS status, disabled_reason, managed_by,
     (circuit_open_until IS NOT NULL) AS circuit_open, consecutive_failures, headers, max_attempts,
     retry_base_ms, retry_cap_ms, timeout_ms, rate_limit, max_in_flight, format::text AS format, transformation,
-    created_at, updated_at";
+    ordering::text AS ordering, created_at, updated_at";
 
 impl Store {
     /// One endpoint of the tenant.

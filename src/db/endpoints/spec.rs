@@ -59,6 +59,11 @@ pub struct EndpointSpec {
     /// (after the format): see docs/transformations.md.
     #[serde(default)]
     pub transformation: Option<String>,
+    /// `none` (default) or `fifo`: one delivery at a time, in the order the
+    /// events were accepted (docs/fifo.md).
+    #[serde(default)]
+    #[schema(value_type = Option<OrderingName>)]
+    pub ordering: Option<String>,
 }
 
 /// A partial update: absent fields stay as they are.
@@ -92,6 +97,10 @@ pub struct EndpointPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, nullable)]
     pub transformation: Option<Option<String>>,
+    /// New ordering: `none` or `fifo`. Applies to deliveries already queued
+    /// (docs/fifo.md).
+    #[schema(value_type = Option<OrderingName>)]
+    pub ordering: Option<String>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`: remove) from one left out
@@ -117,6 +126,35 @@ pub enum FormatName {
     Discord,
     /// A Slack incoming-webhook message.
     Slack,
+}
+
+/// `none` or `fifo`: whether an endpoint's deliveries go one at a time, in the
+/// order their events were accepted. Text in the request types, like `format`,
+/// so a bad value is answered with a problem naming the field.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // only its schema is used
+pub enum OrderingName {
+    /// Deliveries go out concurrently, each as soon as it is due.
+    None,
+    /// One delivery in flight at a time, in acceptance order.
+    Fifo,
+}
+
+/// The values of the `endpoint_ordering` column.
+pub const ORDERINGS: [&str; 2] = ["none", "fifo"];
+
+/// Parses an `ordering` field into its column value.
+pub(super) fn parse_ordering(v: Option<&str>) -> Result<Option<&'static str>> {
+    v.map(|o| {
+        ORDERINGS.into_iter().find(|k| *k == o).ok_or_else(|| {
+            Error::invalid(
+                "invalid-endpoint",
+                format!("ordering must be `none` or `fifo`, not `{o}`"),
+            )
+        })
+    })
+    .transpose()
 }
 
 /// Parses a `format` field.
@@ -236,7 +274,13 @@ impl EndpointSpec {
             max_in_flight: self.max_in_flight,
             format: self.format.clone(),
             transformation: self.transformation.clone().map(Some),
+            ordering: self.ordering.clone(),
         }
+    }
+
+    /// The ordering asked for, `none` when absent (validated first).
+    pub fn ordering(&self) -> Result<&'static str> {
+        Ok(parse_ordering(self.ordering.as_deref())?.unwrap_or("none"))
     }
 
     /// The format asked for, `standard` when absent (validated first).
@@ -258,6 +302,7 @@ impl EndpointPatch {
             validate_headers(h)?;
         }
         parse_format(self.format.as_deref())?;
+        parse_ordering(self.ordering.as_deref())?;
         if let Some(Some(code)) = &self.transformation {
             validate_transformation(code)?;
         }
