@@ -7,6 +7,7 @@
 mod batch;
 mod fleet;
 pub mod procstat;
+mod queue;
 pub mod receiver;
 mod report;
 mod scale;
@@ -288,8 +289,8 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
             "ingest-batch" => batch::ingest_batch(&ctx).await?,
             "deliver" => scenarios::deliver(&ctx).await?,
             "latency" => scenarios::latency(&ctx).await?,
-            "backlog" => scenarios::backlog(&ctx).await?,
-            "noisy" => scenarios::noisy(&ctx).await?,
+            "backlog" => queue::backlog(&ctx).await?,
+            "noisy" => queue::noisy(&ctx).await?,
             "fleet" => fleet::fleet(&ctx).await?,
             "scale" => scale::scale(&ctx).await?,
             "transform" => transform::transform(&ctx).await?,
