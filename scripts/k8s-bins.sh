@@ -31,6 +31,9 @@
 #                   clones, so a fresh checkout does not rebuild from scratch)
 #   K8S_BINS_DIR    override the output directory (default $HOOKIT_CACHE/k8s-bins/bin)
 #   HOOKIT_GO       go binary to use (default: go on PATH, else /usr/local/go/bin/go)
+#   HOOKIT_KEEP_GO_CACHE=1  keep .cache/go after a build (by default it is emptied
+#                   once the binaries are built: it holds 5-7 GB that only a
+#                   rebuild would use, and a CI machine ran out of disk with it)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -94,6 +97,7 @@ build_one() {
     || { rm -f "$tmp"; die "building $name failed"; }
   mv -f "$tmp" "$BIN_DIR/$name"
   stamp_of "$dir" "$version" > "$BIN_DIR/.$name.stamp"
+  BUILT=1
   log "$name $version: built in $(( $(date +%s) - start ))s"
 }
 
@@ -207,6 +211,19 @@ regen_apiserver_mod() {
   log "rewrote $PINS/apiserver/go.mod for $v (staging modules at $minor)"
 }
 
+# Once every binary is built, the module and build caches only serve a rebuild
+# (a pin change, which recompiles nearly everything anyway), yet they are the
+# largest thing a test run leaves on disk. Emptied after a build that built
+# something, unless HOOKIT_KEEP_GO_CACHE=1.
+BUILT=0
+trim_go_caches() {
+  [[ "$BUILT" == 1 && "${HOOKIT_KEEP_GO_CACHE:-0}" != 1 && -d "$GO_CACHE_ROOT" ]] || return 0
+  local size
+  size="$(du -sh "$GO_CACHE_ROOT" 2>/dev/null | cut -f1)"
+  rm -rf "$GO_CACHE_ROOT"
+  log "emptied the Go caches ($size; HOOKIT_KEEP_GO_CACHE=1 keeps them)"
+}
+
 # One build at a time: concurrent test processes may all call this script.
 with_lock() {
   mkdir -p "$BIN_DIR"
@@ -225,6 +242,7 @@ case "$cmd" in
       build_etcd; k8s_build kube-apiserver; k8s_build kube-controller-manager; build_helm; keda_crds
       k8s_build kubelet "$PINS/node"; k8s_build kube-scheduler "$PINS/node"
       k8s_build kube-proxy "$PINS/node"; build_coredns
+      trim_go_caches
     else
       log "all binaries up to date"
     fi
@@ -238,6 +256,7 @@ case "$cmd" in
     with_lock
     k8s_build kubelet "$PINS/node"; k8s_build kube-scheduler "$PINS/node"
     k8s_build kube-proxy "$PINS/node"; build_coredns
+    trim_go_caches
     echo "$BIN_DIR" ;;
   check) check_all ;;
   path) echo "$BIN_DIR" ;;

@@ -92,13 +92,39 @@ pub fn cluster() -> &'static Cluster {
     })
 }
 
+/// What the shared cluster's log last said, and the free disk: once the cluster
+/// is gone every later test fails the same way, and this says why (a full disk
+/// makes the server PANIC on its next WAL write).
+fn cluster_trouble(c: &Cluster) -> String {
+    let Some(dir) = &c.dir else {
+        return "(the cluster is DATABASE_URL's; see its server's log)".into();
+    };
+    let log = std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+    let df = std::process::Command::new("df")
+        .args(["-h", &dir.to_string_lossy()])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    format!(
+        "last lines of {}/postgres.log:\n{}\nfree disk:\n{df}",
+        dir.display(),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
+}
+
 /// A fresh, migrated database for one test.
 pub async fn fresh_database() -> String {
     let c = cluster();
     let _guard = CREATE_LOCK.lock().await;
     let mut admin = sqlx::PgConnection::connect(&format!("{}/postgres", c.url_base))
         .await
-        .expect("admin connection");
+        .unwrap_or_else(|e| {
+            panic!(
+                "admin connection to the test cluster: {e}\n{}",
+                cluster_trouble(c)
+            )
+        });
     let template_ready: Option<(i32,)> =
         sqlx::query_as("SELECT 1 FROM pg_database WHERE datname = 'hookit_template'")
             .fetch_optional(&mut admin)
