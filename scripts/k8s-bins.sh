@@ -12,6 +12,8 @@
 #   scripts/k8s-bins.sh kubelet         kubelet + kube-scheduler + kube-proxy (tests/k8s-bins/node)
 #                                       and coredns (tests/k8s-bins/dns), for
 #                                       scripts/kubelet-node.sh (also part of `all`)
+#   scripts/k8s-bins.sh otelcol         an OpenTelemetry Collector (OTLP in, OTLP/HTTP out;
+#                                       tests/k8s-bins/otelcol) for the tracing test (also in `all`)
 #   scripts/k8s-bins.sh check           exit 0 if all are built and current, 1 otherwise
 #   scripts/k8s-bins.sh path            print the bin directory
 #   scripts/k8s-bins.sh regen-apiserver-mod v1.35.N   rewrite tests/k8s-bins/apiserver/go.mod for another release
@@ -132,6 +134,15 @@ build_coredns() {
   build_one coredns "$d" "$v" . ""
 }
 
+# A collector with just the OTLP receiver and the OTLP/HTTP exporter
+# (tests/k8s-bins/otelcol/main.go), for tests/it/otel.rs.
+build_otelcol() {
+  local d="$PINS/otelcol" v
+  v="$(pinned_version "$d" go.opentelemetry.io/collector/otelcol)"
+  [[ -n "$v" ]] || die "cannot read the collector version from $d/go.mod"
+  build_one otelcol "$d" "$v" . ""
+}
+
 build_helm() {
   local d="$PINS/helm" v cg major minor ldflags
   v="$(pinned_version "$d" helm.sh/helm/v3)"
@@ -175,6 +186,7 @@ check_all() {
   is_current kube-scheduler "$PINS/node" "$(pinned_version "$PINS/node" k8s.io/kubernetes)" || ok=1
   is_current kube-proxy "$PINS/node" "$(pinned_version "$PINS/node" k8s.io/kubernetes)" || ok=1
   is_current coredns "$PINS/dns" "$(pinned_version "$PINS/dns" github.com/coredns/coredns)" || ok=1
+  is_current otelcol "$PINS/otelcol" "$(pinned_version "$PINS/otelcol" go.opentelemetry.io/collector/otelcol)" || ok=1
   [[ -f "$BIN_DIR/../keda-crds/.stamp" ]] || ok=1
   return $ok
 }
@@ -241,7 +253,7 @@ case "$cmd" in
       with_lock
       build_etcd; k8s_build kube-apiserver; k8s_build kube-controller-manager; build_helm; keda_crds
       k8s_build kubelet "$PINS/node"; k8s_build kube-scheduler "$PINS/node"
-      k8s_build kube-proxy "$PINS/node"; build_coredns
+      k8s_build kube-proxy "$PINS/node"; build_coredns; build_otelcol
       trim_go_caches
     else
       log "all binaries up to date"
@@ -251,6 +263,7 @@ case "$cmd" in
   kube-controller-manager) with_lock; k8s_build kube-controller-manager; echo "$BIN_DIR" ;;
   etcd) with_lock; build_etcd; echo "$BIN_DIR" ;;
   helm) with_lock; build_helm; echo "$BIN_DIR" ;;
+  otelcol) with_lock; build_otelcol; trim_go_caches; echo "$BIN_DIR" ;;
   keda-crds) with_lock; keda_crds; echo "$BIN_DIR" ;;
   kubelet)
     with_lock

@@ -10,6 +10,9 @@ use ipnet::IpNet;
 use crate::domain::crypto::MasterKey;
 use crate::domain::retry::RetryPolicy;
 
+mod otel;
+pub use otel::{OtlpProtocol, Root, SamplerChoice, TracingConfig};
+
 /// A configuration variable that could not be used; names the variable.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {var}={value:?}: {reason}")]
@@ -117,6 +120,8 @@ pub struct Config {
     /// `HOOKIT_TRANSFORM_THREADS`: engine threads per process (at least 2, so one
     /// runaway handler cannot hold every transformation up).
     pub transform_threads: usize,
+    /// The `OTEL_*` variables (see [`otel`]): None, the default, exports no spans.
+    pub tracing: Option<TracingConfig>,
 }
 
 impl Default for Config {
@@ -314,6 +319,7 @@ impl Config {
             transform_timeout,
             transform_memory,
             transform_threads: number("HOOKIT_TRANSFORM_THREADS", 2, 2, 64)? as usize,
+            tracing: otel::from_lookup(&get)?,
         })
     }
 

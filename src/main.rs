@@ -178,7 +178,16 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
-    telemetry::init_logging(cfg.log_format);
+    // rustls' process-wide provider: ring, the one every HTTP client here uses
+    // (the OTLP exporter's client asks for the default rather than bring its own).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _otel = match telemetry::init(cfg.log_format, cfg.tracing.as_ref()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("hookit: cannot start the OpenTelemetry exporter: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -16,6 +16,8 @@ use crate::db::events::{EventDetail, IngestedEvent, NewEvent};
 use crate::domain::ids::EventId;
 use crate::domain::patterns::validate_event_type;
 use crate::error::Error;
+use crate::telemetry::otel;
+use tracing::Instrument;
 
 /// What ingestion answers.
 pub type EventAccepted = IngestedEvent;
@@ -93,6 +95,30 @@ async fn publish(
     headers: HeaderMap,
     ApiJson(ev): ApiJson<PublishEvent>,
 ) -> Result<Response, Problem> {
+    let span = otel::ingest_span("POST /v1/events", "/v1/events", traceparent(&headers));
+    if !span.is_disabled() {
+        span.record("hookit.tenant", t.as_str());
+        span.record("hookit.event.type", ev.event_type.as_str());
+    }
+    let result = publish_one(s, t, headers, ev, &span)
+        .instrument(span.clone())
+        .await;
+    otel::responded(
+        &span,
+        result
+            .as_ref()
+            .map_or_else(|p| p.status, |r| r.status().as_u16()),
+    );
+    result
+}
+
+async fn publish_one(
+    s: AppState,
+    t: String,
+    headers: HeaderMap,
+    ev: PublishEvent,
+    span: &tracing::Span,
+) -> Result<Response, Problem> {
     validate_event_type(&ev.event_type)
         .map_err(|e| Error::invalid("invalid-event-type", format!("event_type {e}")))?;
     check_payload(&ev.payload, s.max_payload)?;
@@ -124,6 +150,7 @@ async fn publish(
             },
         )
         .await?;
+    span.record("hookit.event.id", tracing::field::display(&ingest.event.id));
     let mut resp = if ingest.replayed {
         let mut resp = (StatusCode::OK, Json(ingest.event)).into_response();
         resp.headers_mut()

@@ -36,6 +36,8 @@ use crate::db::events_batch::ItemOutcome;
 use crate::domain::ids::EventId;
 use crate::domain::patterns::validate_event_type;
 use crate::error::Error;
+use crate::telemetry::otel;
+use tracing::Instrument;
 
 /// Most events in one batch request.
 pub const MAX_BATCH_ITEMS: usize = 1000;
@@ -183,6 +185,28 @@ async fn publish_batch(
     Tenant(t): Tenant,
     req: Request,
 ) -> Result<(StatusCode, Json<BatchPublished>), Problem> {
+    let span = otel::ingest_span(
+        "POST /v1/events/batch",
+        "/v1/events/batch",
+        traceparent(req.headers()),
+    );
+    span.record("hookit.tenant", t.as_str());
+    let result = publish_items(s, t, req, &span)
+        .instrument(span.clone())
+        .await;
+    otel::responded(
+        &span,
+        result.as_ref().map_or_else(|p| p.status, |r| r.0.as_u16()),
+    );
+    result
+}
+
+async fn publish_items(
+    s: AppState,
+    t: String,
+    req: Request,
+    span: &tracing::Span,
+) -> Result<(StatusCode, Json<BatchPublished>), Problem> {
     let headers = req.headers().clone();
     let batch: PublishBatch = read_json(req, &s, s.batch_body_limit).await?;
     if batch.events.is_empty() {
@@ -276,5 +300,6 @@ async fn publish_batch(
     if fanned_out {
         s.work.notify_one();
     }
+    span.record("hookit.events", out.accepted + out.replayed);
     Ok((StatusCode::OK, Json(out)))
 }

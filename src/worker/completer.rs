@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
-use tracing::{error, warn};
+use tracing::{error, warn, Instrument};
 use uuid::Uuid;
 
 use crate::db::deliveries::Completion;
@@ -60,6 +60,7 @@ impl Worker {
             }
             let deadline = tokio::time::Instant::now() + self.cfg.lease;
             let mut backoff = Duration::from_millis(50);
+            let span = super::trace::completion(self.id, completions.len());
             loop {
                 match self
                     .store
@@ -69,9 +70,11 @@ impl Worker {
                         self.cfg.circuit_threshold,
                         self.cfg.circuit_probe.as_millis() as i64,
                     )
+                    .instrument(span.clone())
                     .await
                 {
                     Ok(done) => {
+                        span.record("hookit.completion.written", done.written);
                         if (done.written as usize) < completions.len() {
                             warn!(
                                 lost = completions.len() - done.written as usize,

@@ -12,11 +12,12 @@ use http::{Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body;
 use hyper_util::client::legacy::connect::{capture_connection, CaptureConnection};
-use tracing::warn;
+use tracing::{warn, Instrument};
 
 use super::client::{self, HttpClient};
 use super::prepare::Outgoing;
 use super::resolver::CheckedResolver;
+use super::trace;
 use crate::db::deliveries::{excerpt, Claimed, RESPONSE_EXCERPT};
 use crate::domain::formats::Format;
 use crate::domain::ids::EventId;
@@ -84,6 +85,23 @@ impl Dispatcher {
     /// Returns once the receiver no longer holds the request: an abandoned
     /// request's connection is closed first (see [`client`]).
     pub async fn send(&self, d: &Claimed, out: &Outgoing, secrets: &[Secret]) -> Attempted {
+        let span = trace::attempt(d, out);
+        let traceparent = trace::traceparent_to_send(&span, d);
+        let attempted = self
+            .attempt(d, out, secrets, traceparent.as_deref())
+            .instrument(span.clone())
+            .await;
+        trace::outcome(&span, &attempted.outcome);
+        attempted
+    }
+
+    async fn attempt(
+        &self,
+        d: &Claimed,
+        out: &Outgoing,
+        secrets: &[Secret],
+        traceparent: Option<&str>,
+    ) -> Attempted {
         let started_at = Utc::now();
         let clock = Instant::now();
         let finish = |outcome: Outcome, response_excerpt: Option<String>| Attempted {
@@ -123,7 +141,14 @@ impl Dispatcher {
         let timed_out = || format!("timed out after {} ms", timeout.as_millis());
         // Signed over the body actually sent, whatever its format or transformation.
         let custom = out.headers.as_ref().unwrap_or(&d.headers);
-        let headers = self.headers(d, custom, &body, started_at.timestamp(), secrets);
+        let headers = self.headers(
+            d,
+            custom,
+            &body,
+            started_at.timestamp(),
+            secrets,
+            traceparent,
+        );
         let builder = match out.method {
             Method::Post => Request::post(uri),
             Method::Put => Request::put(uri),
@@ -255,6 +280,7 @@ impl Dispatcher {
         body: &[u8],
         timestamp: i64,
         secrets: &[Secret],
+        traceparent: Option<&str>,
     ) -> HeaderMap {
         let msg_id = EventId::from_uuid(d.event_id).to_string();
         let refs: Vec<&Secret> = secrets.iter().collect();
@@ -280,11 +306,7 @@ impl Dispatcher {
             "webhook-signature",
             HeaderValue::from_str(&signature).expect("base64 is ASCII"),
         );
-        if let Some(tp) = d
-            .traceparent
-            .as_deref()
-            .and_then(|t| HeaderValue::from_str(t).ok())
-        {
+        if let Some(tp) = traceparent.and_then(|t| HeaderValue::from_str(t).ok()) {
             headers.insert("traceparent", tp);
         }
         headers

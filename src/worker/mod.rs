@@ -16,6 +16,7 @@ pub mod gate;
 pub mod lease;
 pub mod prepare;
 pub mod resolver;
+mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -180,7 +181,8 @@ impl Worker {
             let wanted = permits.len();
             let skip = this.skipped_endpoints();
             let claimed_at = std::time::Instant::now();
-            let claimed = match this
+            let span = trace::claim(this.id, wanted);
+            let claimed = this
                 .store
                 .claim(
                     this.id,
@@ -188,8 +190,12 @@ impl Worker {
                     this.cfg.lease.as_millis() as i64,
                     &skip,
                 )
-                .await
-            {
+                .instrument(span.clone())
+                .await;
+            if let Ok(c) = &claimed {
+                span.record("hookit.claim.got", c.len());
+            }
+            let claimed = match claimed {
                 Ok(c) => {
                     db_backoff = Duration::from_millis(100);
                     this.held

@@ -11,6 +11,7 @@ mod event_types;
 mod fifo;
 mod idempotency;
 mod operator;
+mod otel;
 mod resilience;
 mod ssrf;
 mod transform;

@@ -12,7 +12,7 @@ mod api_keys;
 mod chart;
 mod crd;
 mod endpoints;
-mod env;
+pub mod env;
 mod event_types;
 mod feed;
 mod install;
