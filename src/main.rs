@@ -74,8 +74,9 @@ struct BenchCli {
     /// Scenarios to run, comma-separated: ingest, ingest-batch, deliver, latency, backlog,
     /// noisy, fleet (1,000 slow endpoints on distinct loopback hosts), scale (1-8 worker
     /// and 1-4 API processes, with Postgres's wait events) and transform (delivery with
-    /// and without a 10-line transformation, and the engine's compile and call cost);
-    /// the last three are not in the default set.
+    /// and without a 10-line transformation, and the engine's compile and call cost) and
+    /// tracing (delivery with OpenTelemetry export off, on, and sampled at 10 %);
+    /// the last four are not in the default set.
     #[arg(
         long,
         value_delimiter = ',',

@@ -12,6 +12,7 @@ pub mod receiver;
 mod report;
 mod scale;
 mod scenarios;
+mod otel;
 mod transform;
 
 use std::path::PathBuf;
@@ -128,6 +129,8 @@ pub(crate) struct Deployment {
     workers: Vec<Child>,
     master_key: String,
     worker_env: Vec<(String, String)>,
+    /// Settings of every process (the tracing scenario's OTEL_* variables).
+    env: Vec<(String, String)>,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -138,6 +141,16 @@ fn free_port() -> anyhow::Result<u16> {
 
 impl Deployment {
     async fn start(url: &str, workers: usize, worker_env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::start_with(url, workers, worker_env, &[]).await
+    }
+
+    /// [`Deployment::start`], with `env` set in every process.
+    async fn start_with(
+        url: &str,
+        workers: usize,
+        worker_env: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let master_key = MasterKey::generate_base64();
         let pool = db::connect(url, 4).await?;
         let store = Store::new(pool, MasterKey::from_base64(&master_key)?);
@@ -153,6 +166,10 @@ impl Deployment {
             workers: Vec::new(),
             master_key,
             worker_env: worker_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
@@ -189,6 +206,9 @@ impl Deployment {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true);
+        for (k, v) in self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())) {
+            c.env(k, v);
+        }
         for (k, v) in extra {
             c.env(k, v);
         }
@@ -294,9 +314,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
             "fleet" => fleet::fleet(&ctx).await?,
             "scale" => scale::scale(&ctx).await?,
             "transform" => transform::transform(&ctx).await?,
+            "tracing" => otel::tracing(&ctx).await?,
             other => {
                 return Err(anyhow!(
-                "--scenario: unknown scenario `{other}` (ingest, ingest-batch, deliver, latency, backlog, noisy, fleet, scale, transform)"
+                "--scenario: unknown scenario `{other}` (ingest, ingest-batch, deliver, latency, backlog, noisy, fleet, scale, transform, tracing)"
             ))
             }
         };

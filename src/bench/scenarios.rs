@@ -313,8 +313,19 @@ pub(super) async fn deliver_case(
     workers: usize,
     endpoint: serde_json::Value,
 ) -> anyhow::Result<Row> {
+    deliver_case_with(ctx, n_ep, workers, endpoint, &[]).await
+}
+
+/// [`deliver_case`] with `env` set in every HookIt process.
+pub(super) async fn deliver_case_with(
+    ctx: &Ctx<'_>,
+    n_ep: usize,
+    workers: usize,
+    endpoint: serde_json::Value,
+    env: &[(&str, &str)],
+) -> anyhow::Result<Row> {
     let url = ctx.server.database("hookit_bench").await?;
-    let d = Deployment::start(&url, workers, &[]).await?;
+    let d = Deployment::start_with(&url, workers, &[], env).await?;
     endpoints(&d, ctx.receiver, n_ep, endpoint).await?;
     let (api, wk) = d.pids();
     let all: Vec<u32> = api.iter().chain(wk.iter()).copied().collect();
