@@ -79,6 +79,19 @@ pub(super) fn traceparent(headers: &HeaderMap) -> Option<&str> {
     .then_some(v)
 }
 
+/// The trace context an event keeps for its deliveries: the publisher's, or,
+/// when it sent none and spans are exported, the ingestion span's own (so the
+/// attempts join the trace that ingestion started).
+pub(super) fn event_traceparent<'a>(
+    headers: &'a HeaderMap,
+    span: &tracing::Span,
+) -> Option<std::borrow::Cow<'a, str>> {
+    match traceparent(headers) {
+        Some(tp) => Some(std::borrow::Cow::Borrowed(tp)),
+        None => otel::traceparent_of(span).map(std::borrow::Cow::Owned),
+    }
+}
+
 #[utoipa::path(post, path = "/v1/events", tag = "events", request_body = PublishEvent,
     params(("Idempotency-Key" = Option<String>, Header, description = "Repeats with the same key and body return the original response")),
     responses((status = 202, body = EventAccepted, description = "Stored and fanned out",
@@ -145,7 +158,7 @@ async fn publish_one(
                 event_type: &ev.event_type,
                 payload: &ev.payload,
                 idempotency_key: key,
-                traceparent: traceparent(&headers),
+                traceparent: event_traceparent(&headers, span).as_deref(),
                 only_endpoint: None,
             },
         )

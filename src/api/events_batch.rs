@@ -26,7 +26,7 @@ use serde_json::value::RawValue;
 use utoipa::ToSchema;
 
 use super::catalog::Verdict;
-use super::events::{check_payload, traceparent};
+use super::events::{check_payload, event_traceparent, traceparent};
 use super::extract::{read_json, Tenant};
 use super::problem::Problem;
 use super::warning::Warning;
@@ -228,7 +228,8 @@ async fn publish_items(
             ),
         ));
     }
-    let tp = traceparent(&headers);
+    let tp = event_traceparent(&headers, span);
+    let tp = tp.as_deref();
     // One look at the catalog for the whole batch.
     let catalog = s.catalogs.snapshot(&s.store, &t).await?;
     // Refused here, or sent to the store as its item number (with what the

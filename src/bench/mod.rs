@@ -6,13 +6,13 @@
 
 mod batch;
 mod fleet;
+mod otel;
 pub mod procstat;
 mod queue;
 pub mod receiver;
 mod report;
 mod scale;
 mod scenarios;
-mod otel;
 mod transform;
 
 use std::path::PathBuf;

@@ -210,14 +210,17 @@ async fn spans_reach_a_real_collector_as_children_of_the_publishers_trace() {
     wait_listening(api_port, "hookit api").await;
 
     let http = reqwest::Client::new();
-    let publish = |traceparent: String, marker: &'static str| {
+    let publish = |traceparent: Option<String>, marker: &'static str| {
         let http = http.clone();
         let key = app.key.clone();
         async move {
-            let r = http
+            let mut req = http
                 .post(format!("http://127.0.0.1:{api_port}/v1/events"))
-                .bearer_auth(key)
-                .header("traceparent", traceparent)
+                .bearer_auth(key);
+            if let Some(tp) = traceparent {
+                req = req.header("traceparent", tp);
+            }
+            let r = req
                 .json(&json!({"event_type": "order.paid", "payload": {"marker": marker}}))
                 .send()
                 .await
@@ -231,16 +234,18 @@ async fn spans_reach_a_real_collector_as_children_of_the_publishers_trace() {
     };
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let parent = "00f067aa0ba902b7";
-    let event = publish(format!("00-{trace}-{parent}-01"), "PAYLOAD-MARKER-1").await;
+    let event = publish(Some(format!("00-{trace}-{parent}-01")), "PAYLOAD-MARKER-1").await;
     // A publisher that did not sample its trace: HookIt follows (parent-based).
     let unsampled = "0af7651916cd43dd8448eb211c80319c";
     publish(
-        format!("00-{unsampled}-b7ad6b7169203331-00"),
+        Some(format!("00-{unsampled}-b7ad6b7169203331-00")),
         "PAYLOAD-MARKER-2",
     )
     .await;
+    // No traceparent: ingestion starts the trace, and the attempts join it.
+    let orphan = publish(None, "PAYLOAD-MARKER-3").await;
 
-    let got = rx.wait_for(4, Duration::from_secs(30)).await;
+    let got = rx.wait_for(6, Duration::from_secs(30)).await;
     let tp_of = |path: &str, t: &str| -> Vec<String> {
         got.iter()
             .filter(|r| r.path == path && r.header("traceparent").contains(t))
@@ -336,6 +341,26 @@ async fn spans_reach_a_real_collector_as_children_of_the_publishers_trace() {
     assert_eq!(failed.attrs["error.type"], "500");
     assert!(failed.error, "a 500 marks the attempt failed");
 
+    let orphan_ingest = eventually_span(&sink, |s| {
+        s.name == "POST /v1/events" && s.attrs.get("hookit.event.id") == Some(&orphan)
+    })
+    .await;
+    assert_eq!(
+        orphan_ingest.parent, "",
+        "a root: the publisher sent no trace"
+    );
+    let orphan_attempts: Vec<Span> = eventually_spans(&sink, 2, |s| {
+        s.name == "POST" && s.attrs.get("hookit.event.id") == Some(&orphan)
+    })
+    .await;
+    for a in &orphan_attempts {
+        assert_eq!(a.trace_id, orphan_ingest.trace_id);
+        assert_eq!(
+            a.parent, orphan_ingest.span_id,
+            "attempts hang under ingestion"
+        );
+    }
+
     // Nothing of the unsampled trace was exported, and nothing secret anywhere.
     assert!(spans_of_trace(unsampled).is_empty());
     for s in sink.spans() {
@@ -346,4 +371,25 @@ async fn spans_reach_a_real_collector_as_children_of_the_publishers_trace() {
     api.kill().await.unwrap();
     worker.kill().await.unwrap();
     app.stop().await;
+}
+
+/// The first span matching `pred`, waiting (bounded) for it to arrive.
+async fn eventually_span(sink: &Sink, pred: impl Fn(&Span) -> bool) -> Span {
+    eventually_spans(sink, 1, pred).await.remove(0)
+}
+
+/// At least `n` spans matching `pred`, waiting (bounded) for them to arrive.
+async fn eventually_spans(sink: &Sink, n: usize, pred: impl Fn(&Span) -> bool) -> Vec<Span> {
+    let found = || {
+        sink.spans()
+            .into_iter()
+            .filter(|s| pred(s))
+            .collect::<Vec<_>>()
+    };
+    eventually("spans at the sink", Duration::from_secs(30), || {
+        let k = found().len();
+        async move { k >= n }
+    })
+    .await;
+    found()
 }
