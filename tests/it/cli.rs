@@ -8,16 +8,7 @@ use hookit::domain::signing::Secret;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use crate::common::{eventually, fresh_database};
-
-/// A port of 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::common::{eventually, free_port, fresh_database};
 
 /// SIGTERM, then the process must exit successfully within 30 s.
 async fn stop_cleanly(child: &mut tokio::process::Child) {

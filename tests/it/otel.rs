@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::routing::post;
 use serde_json::{json, Value};
 
-use crate::common::{eventually, Options, Receiver, Reply, TestApp};
+use crate::common::{eventually, free_port, Options, Receiver, Reply, TestApp};
 use crate::operator::env::bins_dir;
 
 /// Where the collector forwards to: every OTLP/JSON body it posts.
@@ -98,14 +98,6 @@ fn attrs(list: &Value) -> HashMap<String, String> {
             Some((a["key"].as_str()?.to_string(), s))
         })
         .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The collector, or None (a skip) when it is not built; HOOKIT_REQUIRE_K8S=1

@@ -352,6 +352,15 @@ impl TestApp {
     }
 }
 
+/// A port of 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Waits (bounded) for an async condition, polling.
 pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
 where

@@ -12,7 +12,7 @@ use kube::api::DeleteParams;
 
 use super::env::{helm, kubectl_with, repo, wait_for, Kube};
 use super::{apply, events_about, manifest, wait_ready, RECONCILE};
-use crate::common::TestApp;
+use crate::common::{free_port, TestApp};
 
 const RBAC_KINDS: &[&str] = &[
     "ServiceAccount",
@@ -73,14 +73,6 @@ fn kubeconfig_with_token(admin: &std::path::Path, token: &str, out: &std::path::
     users.truncate(1);
     users[0]["user"] = serde_yaml::to_value(serde_json::json!({ "token": token })).unwrap();
     std::fs::write(out, serde_yaml::to_string(&kc).unwrap()).unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The real `hookit controller` binary reconciling one namespace into `app`'s

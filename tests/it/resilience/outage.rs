@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::common::{eventually, test_config, Receiver};
+use crate::common::{eventually, free_port, test_config, Receiver};
 
 /// How the database is taken away.
 #[derive(Clone, Copy, Debug)]
@@ -41,14 +41,6 @@ struct PrivateStack {
     shutdown: CancellationToken,
     api: tokio::task::JoinHandle<anyhow::Result<()>>,
     worker: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn start_pg(dir: &Path, port: u16) -> EmbeddedPg {
