@@ -161,6 +161,25 @@ app.kubernetes.io/component: {{ index . 1 }}
 {{- end }}
 {{- end }}
 
+{{/* OpenTelemetry settings of one container, after hookit.env (whose POD_NAME
+and POD_NAMESPACE they expand): call with (dict "root" $ "role" "worker"). */}}
+{{- define "hookit.tracingEnv" -}}
+{{- with .root.Values.tracing }}
+{{- if .endpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ .endpoint | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ printf "hookit-%s" $.role | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: parentbased_traceidratio
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ .sampleRatio | toString | quote }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE)"
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Annotation that restarts pods when the chart-managed Secret changes. */}}
 {{- define "hookit.secretChecksum" -}}
 checksum/secrets: {{ printf "%s|%s" .Values.database.url .Values.masterKey.value | sha256sum | trunc 16 }}

@@ -214,6 +214,70 @@ async fn no_pod_gets_service_link_variables() {
     }
 }
 
+#[tokio::test]
+async fn tracing_values_render_otel_settings_the_binary_accepts() {
+    if helm().is_none() {
+        return;
+    }
+    let with = |sets: &[&str]| {
+        let mut args = vec![
+            "--set".to_string(),
+            "database.url=postgres://h/db".to_string(),
+            "--set".to_string(),
+            "masterKey.value=MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=".to_string(),
+        ];
+        for s in sets {
+            args.extend(["--set".to_string(), s.to_string()]);
+        }
+        args
+    };
+    let rendered = render(&with(&[
+        "tracing.endpoint=http://otel-collector.observability:4318",
+        "tracing.sampleRatio=0.25",
+    ]))
+    .await
+    .unwrap();
+    let mut roles = Vec::new();
+    for (name, _, c) in containers(&docs(&rendered)) {
+        let env = environment(&c);
+        let cfg = Config::from_lookup(|k| env.get(k).cloned())
+            .unwrap_or_else(|e| panic!("{name} would exit at start: {e}"));
+        let role = c["name"].as_str().unwrap_or_default().to_string();
+        match cfg.tracing {
+            Some(t) => {
+                assert_eq!(
+                    t.endpoint, "http://otel-collector.observability:4318/v1/traces",
+                    "{name}"
+                );
+                assert_eq!(t.service_name, format!("hookit-{role}"), "{name}");
+                assert_eq!(
+                    t.sampler,
+                    hookit::config::SamplerChoice::ParentBased(hookit::config::Root::Ratio(0.25)),
+                    "{name}"
+                );
+                roles.push(role);
+            }
+            // Only the containers that make spans export them.
+            None => assert!(!matches!(role.as_str(), "worker" | "api"), "{name}"),
+        }
+    }
+    roles.sort();
+    assert_eq!(roles, ["api", "worker"]);
+    // Off by default.
+    let rendered = render(&with(&[])).await.unwrap();
+    for (name, _, c) in containers(&docs(&rendered)) {
+        assert!(
+            !environment(&c).keys().any(|k| k.starts_with("OTEL_")),
+            "{name}"
+        );
+    }
+    // gRPC's port and a ratio outside 0..1 are refused at render time, by name.
+    for bad in ["tracing.endpoint=otel:4317", "tracing.sampleRatio=1.5"] {
+        let err = render(&with(&[bad])).await.expect_err(bad);
+        assert!(err.contains("/tracing/"), "{bad}: {err}");
+    }
+}
+
 /// The objects of `kinds` in a render, as one YAML stream.
 fn only(rendered: &str, kinds: &[&str]) -> String {
     rendered
