@@ -1,4 +1,4 @@
-//! Prefixed, time-ordered public ids (`evt_`, `ep_`, `dlv_`): a UUIDv7 rendered in
+//! Prefixed, time-ordered public ids (`evt_`, `ep_`, `dlv_`, `batch_`): a UUIDv7 rendered in
 //! Crockford base32, so ids sort by creation time as strings and as UUIDs.
 
 use std::fmt;
@@ -35,6 +35,12 @@ impl IdKind for EndpointKind {
 impl IdKind for DeliveryKind {
     const PREFIX: &'static str = "dlv_";
 }
+/// Marker for the ids of FIFO batches (the `webhook-id` of a batched request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BatchKind;
+impl IdKind for BatchKind {
+    const PREFIX: &'static str = "batch_";
+}
 
 /// A public id: a UUID with a type-specific prefix.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -46,6 +52,9 @@ pub type EventId = Id<EventKind>;
 pub type EndpointId = Id<EndpointKind>;
 /// Id of a delivery (`dlv_…`).
 pub type DeliveryId = Id<DeliveryKind>;
+/// Id of a FIFO batch (`batch_…`): the UUID of the delivery that was its head
+/// when it was formed (see `db::deliveries::batch`).
+pub type BatchId = Id<BatchKind>;
 
 impl<K: IdKind> Id<K> {
     /// A fresh time-ordered id.

@@ -150,6 +150,14 @@ pub struct WebhookEndpointSpec {
     /// delivery holds the ones behind it until it succeeds or is dead-lettered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordering: Option<EndpointOrdering>,
+
+    /// With `ordering: fifo`: up to this many queued events in one request, as
+    /// a JSON array in acceptance order, signed like any body; the batch
+    /// succeeds or fails as a whole. 1 (the default) sends one event per
+    /// request. Needs the `standard` format and no transformation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub batch_size: Option<i32>,
 }
 
 /// Whether an endpoint's deliveries are ordered (see docs/fifo.md).
@@ -390,6 +398,7 @@ impl WebhookEndpointSpec {
             // Inline code; `transformationFrom` is read by the reconciler.
             transformation: self.transformation.clone(),
             ordering: self.ordering.map(|o| o.as_str().to_string()),
+            batch_size: self.batch_size,
         })
     }
 }
@@ -412,6 +421,9 @@ mod tests {
         );
         let default = spec("url: https://example.com/h\n");
         assert_eq!(default.to_endpoint_spec().unwrap().ordering, None);
+        assert_eq!(default.to_endpoint_spec().unwrap().batch_size, None);
+        let batched = spec("url: https://example.com/h\nordering: fifo\nbatchSize: 50\n");
+        assert_eq!(batched.to_endpoint_spec().unwrap().batch_size, Some(50));
         assert!(serde_yaml::from_str::<WebhookEndpointSpec>(
             "url: https://example.com/h\nordering: lifo\n"
         )

@@ -111,7 +111,30 @@ impl Worker {
                     .await;
             }
         };
-        let attempted = match self.preparer.prepare(&d).await {
+        // A FIFO head of a batching endpoint takes the deliveries queued right
+        // behind it (docs/fifo.md); they share this attempt's outcome.
+        let batch = match d.batched() {
+            false => None,
+            true => match self.store.fifo_batch(self.id, &d).await {
+                Ok(Some(b)) => Some(b),
+                Ok(None) => {
+                    // The lease was rescued meanwhile: another worker owns it now.
+                    self.held.forget([d.id]);
+                    return;
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not form the FIFO batch");
+                    return self
+                        .give_back(
+                            &d,
+                            Some(now + chrono::Duration::seconds(1)),
+                            "batch not formed",
+                        )
+                        .await;
+                }
+            },
+        };
+        let attempted = match self.preparer.prepare(&d, batch.as_ref()).await {
             Ok(out) => self.dispatcher.send(&d, &out, &secrets).await,
             // Nothing to send: the outcome is decided here (see domain::state).
             Err(outcome) => Attempted::without_request(outcome, now),
@@ -130,6 +153,9 @@ impl Worker {
         drop(slot);
         let mut completion = self.decide(&d, attempted);
         completion.probe = probe;
+        if let Some(b) = &batch {
+            completion.batch = b.members(d.id);
+        }
         let gone = completion.status == "dead" && completion.status_code == Some(410);
         let _ = done
             .send(Done {
@@ -259,6 +285,7 @@ impl Worker {
             rate_limited: d.rate_limited + i32::from(deferred),
             deferred,
             sent: a.outcome.was_sent(),
+            batch: Vec::new(),
         }
     }
 

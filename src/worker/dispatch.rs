@@ -20,7 +20,6 @@ use super::resolver::CheckedResolver;
 use super::trace;
 use crate::db::deliveries::{excerpt, Claimed, RESPONSE_EXCERPT};
 use crate::domain::formats::Format;
-use crate::domain::ids::EventId;
 use crate::domain::ratelimit;
 use crate::domain::signing::{signature_header, Secret};
 use crate::domain::ssrf::SsrfPolicy;
@@ -142,7 +141,7 @@ impl Dispatcher {
         // Signed over the body actually sent, whatever its format or transformation.
         let custom = out.headers.as_ref().unwrap_or(&d.headers);
         let headers = self.headers(
-            d,
+            &out.webhook_id,
             custom,
             &body,
             started_at.timestamp(),
@@ -275,16 +274,15 @@ impl Dispatcher {
     /// The request headers: the endpoint's own, then the signature and ours.
     fn headers(
         &self,
-        d: &Claimed,
+        msg_id: &str,
         custom: &std::collections::BTreeMap<String, String>,
         body: &[u8],
         timestamp: i64,
         secrets: &[Secret],
         traceparent: Option<&str>,
     ) -> HeaderMap {
-        let msg_id = EventId::from_uuid(d.event_id).to_string();
         let refs: Vec<&Secret> = secrets.iter().collect();
-        let signature = signature_header(&refs, &msg_id, timestamp, body);
+        let signature = signature_header(&refs, msg_id, timestamp, body);
         let mut headers = HeaderMap::with_capacity(8 + custom.len());
         for (k, v) in custom.iter() {
             // Validated on write; skip anything that no longer parses rather than fail.
@@ -299,7 +297,7 @@ impl Dispatcher {
         headers.insert(USER_AGENT, self.user_agent.clone());
         headers.insert(
             "webhook-id",
-            HeaderValue::from_str(&msg_id).expect("ids are ASCII"),
+            HeaderValue::from_str(msg_id).expect("ids are ASCII"),
         );
         headers.insert("webhook-timestamp", HeaderValue::from(timestamp));
         headers.insert(

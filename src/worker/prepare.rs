@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tracing::warn;
 
-use crate::db::deliveries::Claimed;
+use crate::db::deliveries::{Claimed, FifoBatch};
 use crate::db::Store;
 use crate::domain::formats;
+use crate::domain::ids::{BatchId, EventId};
 use crate::domain::state::Outcome;
 use crate::domain::transform::{input_json, Method, Rewritten};
 use crate::transform::{code_sha, Transformer};
@@ -30,6 +31,8 @@ pub struct Outgoing {
     pub method: Method,
     /// Custom headers replacing the endpoint's (`None`: the endpoint's own).
     pub headers: Option<BTreeMap<String, String>>,
+    /// The `webhook-id`: the event's id, or the batch's for a FIFO batch.
+    pub webhook_id: String,
 }
 
 /// Renders and transforms deliveries for one worker.
@@ -52,7 +55,25 @@ impl Preparer {
     /// The request for `d`, or the outcome that replaces sending it: a failure
     /// to render (retried like any failure), or the transformation's refusal or
     /// cancel (see `domain::state`).
-    pub async fn prepare(&self, d: &Claimed) -> Result<Outgoing, Outcome> {
+    ///
+    /// A FIFO batch (`batch`, only ever formed for the standard format without a
+    /// transformation: see `Claimed::batched`) is the JSON array of its events'
+    /// envelopes in acceptance order, under the batch's own `webhook-id`.
+    pub async fn prepare(
+        &self,
+        d: &Claimed,
+        batch: Option<&FifoBatch>,
+    ) -> Result<Outgoing, Outcome> {
+        if let Some(b) = batch {
+            return Ok(Outgoing {
+                body: Bytes::from(batch_body(b)),
+                url: d.url.clone(),
+                method: Method::Post,
+                headers: None,
+                webhook_id: BatchId::from_uuid(b.id).to_string(),
+            });
+        }
+        let webhook_id = EventId::from_uuid(d.event_id).to_string();
         let failed = |error: String| Outcome::Failed {
             status: None,
             error,
@@ -73,6 +94,7 @@ impl Preparer {
                 url: d.url.clone(),
                 method: Method::Post,
                 headers: None,
+                webhook_id,
             });
         };
         let input = input_json(&d.event_type, &rendered, &d.url, &d.headers);
@@ -82,6 +104,7 @@ impl Preparer {
                 url: r.url,
                 method: r.method,
                 headers: Some(r.headers),
+                webhook_id,
             }),
             Ok(Rewritten::Cancel) => Err(Outcome::Cancelled),
             Err(e) if e.is_deterministic() => Err(Outcome::Refused {
@@ -122,5 +145,57 @@ impl Preparer {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Arc<str>>> {
         self.codes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// `[envelope,envelope,...]`: the stored envelopes are JSON objects already, so
+/// they are joined as they are, not parsed and re-serialised.
+fn batch_body(b: &FifoBatch) -> Vec<u8> {
+    let len = b.items.iter().map(|i| i.body.len() + 1).sum::<usize>() + 1;
+    let mut out = Vec::with_capacity(len);
+    out.push(b'[');
+    for (n, item) in b.items.iter().enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item.body.as_bytes());
+    }
+    out.push(b']');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::deliveries::BatchItem;
+    use uuid::Uuid;
+
+    #[test]
+    fn a_batch_body_is_the_json_array_of_its_envelopes_in_order() {
+        let item = |n: u32| BatchItem {
+            id: Uuid::new_v4(),
+            event_id: Uuid::new_v4(),
+            body: format!(r#"{{"type":"t","data":{{"n":{n}}}}}"#),
+        };
+        let b = FifoBatch {
+            id: Uuid::new_v4(),
+            items: vec![item(1), item(2), item(3)],
+        };
+        let v: serde_json::Value = serde_json::from_slice(&batch_body(&b)).unwrap();
+        let ns: Vec<u64> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["data"]["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(ns, [1, 2, 3]);
+        let one = FifoBatch {
+            id: Uuid::new_v4(),
+            items: vec![item(7)],
+        };
+        assert_eq!(
+            String::from_utf8(batch_body(&one)).unwrap(),
+            r#"[{"type":"t","data":{"n":7}}]"#
+        );
     }
 }

@@ -92,6 +92,10 @@ pub struct Claimed {
     /// travels with every claimed row; the code itself is read once per version
     /// ([`Store::transformation`]) and kept by the worker.
     pub transformation_sha: Option<Vec<u8>>,
+    /// Whether this is a FIFO delivery (its endpoint's head).
+    pub fifo: bool,
+    /// The endpoint's `batch_size` (see [`Claimed::batched`]).
+    pub batch_size: i32,
 }
 
 impl Claimed {
@@ -99,6 +103,18 @@ impl Claimed {
     /// exactly these names, so an unknown one is a bug: refused, never guessed.
     pub fn format(&self) -> Result<Format, UnknownFormat> {
         self.format.parse()
+    }
+
+    /// Whether this head goes out in a batch ([`Store::fifo_batch`]): a FIFO
+    /// delivery of an endpoint with `batch_size` above 1 that sends the
+    /// standard envelope untransformed, as of this claim. The API refuses other
+    /// combinations; one that slipped through a race is sent one event per
+    /// request rather than as an array nobody asked for.
+    pub fn batched(&self) -> bool {
+        self.fifo
+            && self.batch_size > 1
+            && self.transformation_sha.is_none()
+            && matches!(self.format(), Ok(Format::Standard))
     }
 }
 
@@ -194,7 +210,7 @@ impl Store {
                  CASE WHEN e.prev_secret_expires_at > now() THEN e.prev_secret_enc END AS prev_secret_enc,
                  e.headers, e.max_attempts, e.retry_base_ms, e.retry_cap_ms, e.timeout_ms, e.max_in_flight, e.rate_limit,
                  CASE WHEN e.deleted_at IS NOT NULL THEN 'deleted' ELSE e.status::text END AS endpoint_state,
-                 e.circuit_open_until, e.format::text AS format, ev.event_type, e.transformation_sha"
+                 e.circuit_open_until, e.format::text AS format, ev.event_type, e.transformation_sha, d.fifo, e.batch_size"
         );
         // Bounded: a conflict needs a claimer racing on a snapshot older than a
         // row that just became pending, which a fresh snapshot no longer is.

@@ -45,6 +45,9 @@ pub struct Completion {
     /// logged, but says nothing about the receiver, so it is left out of the
     /// streak and of the endpoint's failure figures.
     pub sent: bool,
+    /// The other deliveries sent in the same request (a FIFO batch, see
+    /// `db::deliveries::batch`): they take this outcome. Empty otherwise.
+    pub batch: Vec<Uuid>,
 }
 
 /// What [`Store::complete`] wrote.
@@ -108,7 +111,11 @@ impl Store {
         let mut limited = Vec::with_capacity(n);
         let mut deferred = Vec::with_capacity(n);
         let mut sent = Vec::with_capacity(n);
+        let mut members = Vec::new();
+        let mut member_heads = Vec::new();
         for c in batch {
+            members.extend_from_slice(&c.batch);
+            member_heads.extend(std::iter::repeat_n(c.id, c.batch.len()));
             sent.push(c.sent);
             limited.push(c.rate_limited);
             deferred.push(c.deferred);
@@ -151,11 +158,31 @@ impl Store {
                 -- The attempt's own fields come back with the row, so the log and
                 -- the streaks below read `upd` alone, with no join back to `input`.
                 RETURNING d.id, d.endpoint_id, u.attempt, u.started, u.dur, u.code, u.err, u.body, u.ok, u.probe,
-                    u.deferred, u.sent, d.fifo, u.status
+                    u.deferred, u.sent, d.fifo, u.status, d.batch_id, d.round_base, u.limited, d.next_attempt_at
+             ), members AS (
+                -- A FIFO batch succeeds or fails as a whole: the members sent with
+                -- a head take its outcome. They stayed `pending` behind it (only a
+                -- head is ever in flight), so the head's lease guard above is
+                -- theirs too: a head whose lease was rescued writes nothing here
+                -- either. Only the members this request carried, and only while
+                -- they are still in its batch and pending (a concurrent delete of
+                -- the endpoint has dead-lettered them first).
+                UPDATE deliveries m
+                SET status = u.status::delivery_status, attempts = m.round_base + (u.attempt - u.round_base),
+                    rate_limited = u.limited, next_attempt_at = u.next_attempt_at,
+                    last_status_code = u.code, last_error = u.err, updated_at = now(),
+                    finished_at = CASE WHEN u.status IN ('succeeded', 'dead', 'skipped') THEN now() END
+                FROM unnest($16::uuid[], $17::uuid[]) AS mb(id, head)
+                JOIN upd u ON u.id = mb.head
+                WHERE m.id = mb.id AND m.batch_id = u.batch_id AND m.status = 'pending' AND m.fifo
+                RETURNING m.id, m.endpoint_id, m.attempts AS attempt, u.started, u.dur, u.code, u.err, u.body, u.ok,
+                    u.deferred, u.sent
              ), log AS (
                 INSERT INTO delivery_attempts (delivery_id, attempt, endpoint_id, started_at, duration_ms, status_code,
                                                error, response_body, succeeded, rate_limited, sent)
                 SELECT id, attempt, endpoint_id, started, dur, code, err, body, ok, deferred, sent FROM upd
+                UNION ALL
+                SELECT id, attempt, endpoint_id, started, dur, code, err, body, ok, deferred, sent FROM members
                 ON CONFLICT DO NOTHING
              ), streak AS (
                 SELECT endpoint_id, bool_or(ok) AS any_ok, count(*) FILTER (WHERE NOT ok)::int AS fails,
@@ -190,6 +217,8 @@ impl Store {
         .bind(&limited)
         .bind(&deferred)
         .bind(&sent)
+        .bind(&members)
+        .bind(&member_heads)
         .persistent(false)
         .fetch_one(&self.pool)
         .await?;

@@ -1,12 +1,15 @@
 //! The queue's rows: the types the API shows, and the queries by job —
-//! [`claim`] (leases: claim, release, rescue, renew), [`completion`] (writing an
-//! attempt's outcome back, with the circuit breaker's bookkeeping) and [`queries`]
-//! (listing, detail, redrive and purge, used by the API).
+//! [`claim`] (leases: claim, release, rescue, renew), [`batch`] (the members a
+//! FIFO head takes with it), [`completion`] (writing an attempt's outcome back,
+//! with the circuit breaker's bookkeeping) and [`queries`] (listing, detail,
+//! redrive and purge, used by the API).
 
+mod batch;
 mod claim;
 mod completion;
 mod queries;
 
+pub use batch::{BatchItem, FifoBatch, MAX_BATCH_BYTES};
 pub use claim::Claimed;
 pub use completion::{Completed, Completion};
 

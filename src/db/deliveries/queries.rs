@@ -84,7 +84,7 @@ impl Store {
     /// history is kept. 409 while it is pending or in flight.
     pub async fn redrive(&self, tenant: &str, id: DeliveryId) -> Result<Delivery> {
         let updated = sqlx::query(
-            "UPDATE deliveries d SET status = 'pending', round_base = d.attempts, rate_limited = 0, finished_at = NULL,
+            "UPDATE deliveries d SET status = 'pending', round_base = d.attempts, rate_limited = 0, finished_at = NULL, batch_id = NULL,
                 next_attempt_at = CASE WHEN e.status = 'active' THEN now() END, updated_at = now()
              FROM endpoints e
              WHERE d.id = $1 AND d.tenant = $2 AND d.status IN ('dead', 'succeeded', 'skipped')
@@ -123,7 +123,7 @@ impl Store {
         } else {
             format!(
                 "WITH r AS (
-                    UPDATE deliveries d SET status = 'pending', round_base = d.attempts, rate_limited = 0, finished_at = NULL,
+                    UPDATE deliveries d SET status = 'pending', round_base = d.attempts, rate_limited = 0, finished_at = NULL, batch_id = NULL,
                         next_attempt_at = CASE WHEN e.status = 'active' THEN now() END, updated_at = now()
                     FROM endpoints e WHERE {filter} RETURNING 1)
                  SELECT count(*) FROM r"

@@ -50,9 +50,9 @@ impl Store {
         let row: EndpointRow = sqlx::query_as(&format!(
             "INSERT INTO endpoints (id, tenant, url, description, event_types, secret_enc, headers, max_attempts,
                 retry_base_ms, retry_cap_ms, timeout_ms, rate_limit, max_in_flight, format, transformation,
-                transformation_sha, ordering)
+                transformation_sha, ordering, batch_size)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::endpoint_format, $15, $16,
-                $17::endpoint_ordering)
+                $17::endpoint_ordering, $18)
              RETURNING {COLUMNS}"
         ))
         .bind(id)
@@ -72,6 +72,7 @@ impl Store {
         .bind(&spec.transformation)
         .bind(spec.transformation.as_deref().map(code_sha))
         .bind(spec.ordering()?)
+        .bind(spec.batch_size.unwrap_or(1))
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -88,6 +89,12 @@ impl Store {
     ) -> Result<Endpoint> {
         p.validate(ssrf)?;
         self.ensure_rest_managed(tenant, id).await?;
+        if p.touches_batching() {
+            // Not atomic with the update below: a concurrent PATCH may still
+            // combine into a pair this refuses. The worker checks the rule
+            // again on every claim and sends one event per request then.
+            p.check_batching_on(&self.get_endpoint(tenant, id).await?)?;
+        }
         if let Some(ordering) = super::spec::parse_ordering(p.ordering.as_deref())? {
             // Before the other fields, so the row returned below shows it.
             self.set_ordering(id.uuid(), ordering).await?;
@@ -100,7 +107,8 @@ impl Store {
                 rate_limit = coalesce($11, rate_limit), max_in_flight = coalesce($12, max_in_flight),
                 format = coalesce($13::endpoint_format, format),
                 transformation = CASE WHEN $14 THEN $15 ELSE transformation END,
-                transformation_sha = CASE WHEN $14 THEN $16 ELSE transformation_sha END, updated_at = now()
+                transformation_sha = CASE WHEN $14 THEN $16 ELSE transformation_sha END,
+                batch_size = coalesce($17, batch_size), updated_at = now()
              WHERE id = $1 AND tenant = $2 AND deleted_at IS NULL RETURNING {COLUMNS}"
         ))
         .bind(id.uuid())
@@ -119,6 +127,7 @@ impl Store {
         .bind(p.transformation.is_some())
         .bind(p.transformation.clone().flatten())
         .bind(p.transformation.as_ref().and_then(|t| t.as_deref()).map(code_sha))
+        .bind(p.batch_size)
         .fetch_optional(&self.pool)
         .await?;
         row.map(Into::into).ok_or(Error::NotFound("endpoint"))

@@ -44,7 +44,7 @@ impl Store {
                     "UPDATE endpoints SET url = $2, event_types = $3, description = $4, max_attempts = $5,
                         retry_base_ms = $6, retry_cap_ms = $7, timeout_ms = $8, headers = $9, rate_limit = $10,
                         max_in_flight = $11, k8s_name = $12, format = $13::endpoint_format, transformation = $14,
-                        transformation_sha = $15, deleted_at = NULL, updated_at = now()
+                        transformation_sha = $15, batch_size = $16, deleted_at = NULL, updated_at = now()
                      WHERE id = $1",
                 )
                 .bind(id)
@@ -62,6 +62,7 @@ impl Store {
                 .bind(spec.format()?.as_str())
                 .bind(&spec.transformation)
                 .bind(spec.transformation.as_deref().map(code_sha))
+                .bind(spec.batch_size.unwrap_or(1))
                 .execute(&self.pool)
                 .await?;
                 self.install_secret(id, &m.secret).await?;
@@ -72,9 +73,9 @@ impl Store {
                 sqlx::query(
                     "INSERT INTO endpoints (id, tenant, url, description, event_types, secret_enc, headers, max_attempts,
                         retry_base_ms, retry_cap_ms, timeout_ms, rate_limit, max_in_flight, managed_by, k8s_uid, k8s_name,
-                        format, transformation, transformation_sha)
+                        format, transformation, transformation_sha, batch_size)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'kubernetes', $14, $15,
-                        $16::endpoint_format, $17, $18)
+                        $16::endpoint_format, $17, $18, $19)
                      ON CONFLICT (k8s_uid) DO NOTHING",
                 )
                 .bind(id)
@@ -95,6 +96,7 @@ impl Store {
                 .bind(spec.format()?.as_str())
                 .bind(&spec.transformation)
                 .bind(spec.transformation.as_deref().map(code_sha))
+                .bind(spec.batch_size.unwrap_or(1))
                 .execute(&self.pool)
                 .await?;
                 // A concurrent reconcile may have won the insert; read back by UID.

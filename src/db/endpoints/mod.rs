@@ -83,6 +83,9 @@ pub struct Endpoint {
     /// accepted (docs/fifo.md).
     #[schema(value_type = OrderingName)]
     pub ordering: String,
+    /// FIFO endpoints: most events per request (1: one event per request, not
+    /// an array; docs/fifo.md).
+    pub batch_size: i32,
     /// Creation time.
     pub created_at: DateTime<Utc>,
     /// Last change.
@@ -119,6 +122,7 @@ pub(super) struct EndpointRow {
     format: String,
     transformation: Option<String>,
     ordering: String,
+    batch_size: i32,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -146,6 +150,7 @@ impl From<EndpointRow> for Endpoint {
             format: r.format.parse().unwrap_or_default(),
             transformation: r.transformation,
             ordering: r.ordering,
+            batch_size: r.batch_size,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -156,7 +161,7 @@ pub(super) const COLUMNS: &str =
     "id, url, description, event_types, status::text AS status, disabled_reason, managed_by,
     (circuit_open_until IS NOT NULL) AS circuit_open, consecutive_failures, headers, max_attempts,
     retry_base_ms, retry_cap_ms, timeout_ms, rate_limit, max_in_flight, format::text AS format, transformation,
-    ordering::text AS ordering, created_at, updated_at";
+    ordering::text AS ordering, batch_size, created_at, updated_at";
 
 impl Store {
     /// One endpoint of the tenant.

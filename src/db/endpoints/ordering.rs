@@ -33,7 +33,10 @@ impl Store {
                 WHERE id = $1 AND ordering <> $2::endpoint_ordering
                 RETURNING id
              )
-             UPDATE deliveries d SET fifo = ($2 = 'fifo'), updated_at = now()
+             -- Leaving FIFO also dissolves unfinished batches (their members
+             -- become ordinary deliveries, each sent on its own).
+             UPDATE deliveries d SET fifo = ($2 = 'fifo'),
+                 batch_id = CASE WHEN $2 = 'fifo' THEN d.batch_id END, updated_at = now()
              FROM ep
              WHERE d.endpoint_id = ep.id AND d.fifo <> ($2 = 'fifo')
                AND (d.status = 'pending' OR (d.status = 'in_flight' AND $2 = 'none'))",

@@ -64,6 +64,12 @@ pub struct EndpointSpec {
     #[serde(default)]
     #[schema(value_type = Option<OrderingName>)]
     pub ordering: Option<String>,
+    /// FIFO endpoints only: up to this many queued events in one request, as a
+    /// JSON array in acceptance order (1-100, default 1: one event per request,
+    /// not an array). Needs `ordering: fifo`, the `standard` format and no
+    /// transformation (docs/fifo.md).
+    #[serde(default)]
+    pub batch_size: Option<i32>,
 }
 
 /// A partial update: absent fields stay as they are.
@@ -101,6 +107,8 @@ pub struct EndpointPatch {
     /// (docs/fifo.md).
     #[schema(value_type = Option<OrderingName>)]
     pub ordering: Option<String>,
+    /// New batch size (FIFO endpoints; docs/fifo.md).
+    pub batch_size: Option<i32>,
 }
 
 /// Tells a field sent as `null` (`Some(None)`: remove) from one left out
@@ -155,6 +163,39 @@ pub(super) fn parse_ordering(v: Option<&str>) -> Result<Option<&'static str>> {
         })
     })
     .transpose()
+}
+
+/// The largest `batch_size`: a batch is one request body, so it is bounded
+/// like one (see also `db::deliveries::batch::MAX_BATCH_BYTES`).
+pub const MAX_BATCH_SIZE: i32 = 100;
+
+/// Batching (`batch_size` above 1) is for FIFO endpoints that send the standard
+/// envelope as is: a JSON array of envelopes means nothing to a chat webhook,
+/// and a transformation reshapes one event, not a list. Checked against the
+/// endpoint as it will be after the change, so a PATCH of any one of these
+/// fields is refused when it would break the rule.
+pub(super) fn check_batching(
+    batch_size: i32,
+    ordering: &str,
+    format: Format,
+    transformation: bool,
+) -> Result<()> {
+    if batch_size == 1 {
+        return Ok(());
+    }
+    let why = if ordering != "fifo" {
+        "needs `ordering: fifo`"
+    } else if format != Format::Standard {
+        "needs the `standard` format"
+    } else if transformation {
+        "cannot be combined with a transformation"
+    } else {
+        return Ok(());
+    };
+    Err(Error::invalid(
+        "invalid-endpoint",
+        format!("batch_size {batch_size} {why}; set batch_size to 1 to send one event per request"),
+    ))
 }
 
 /// Parses a `format` field.
@@ -229,6 +270,7 @@ fn validate_numbers(
     timeout: Option<i64>,
     rate: Option<i32>,
     in_flight: Option<i32>,
+    batch: Option<i32>,
 ) -> Result<()> {
     let bad =
         |f: &str, range: &str| Error::invalid("invalid-endpoint", format!("{f} must be {range}"));
@@ -250,6 +292,9 @@ fn validate_numbers(
     if in_flight.is_some_and(|v| !(1..=10_000).contains(&v)) {
         return Err(bad("max_in_flight", "from 1 to 10000"));
     }
+    if batch.is_some_and(|v| !(1..=MAX_BATCH_SIZE).contains(&v)) {
+        return Err(bad("batch_size", "from 1 to 100"));
+    }
     Ok(())
 }
 
@@ -257,7 +302,13 @@ impl EndpointSpec {
     /// Validates everything but DNS (see [`check_target`]).
     pub fn validate(&self, ssrf: &SsrfPolicy) -> Result<()> {
         ssrf.check_url(&self.url)?;
-        self.as_patch().validate(ssrf)
+        self.as_patch().validate(ssrf)?;
+        check_batching(
+            self.batch_size.unwrap_or(1),
+            self.ordering()?,
+            self.format()?,
+            self.transformation.is_some(),
+        )
     }
 
     fn as_patch(&self) -> EndpointPatch {
@@ -275,6 +326,7 @@ impl EndpointSpec {
             format: self.format.clone(),
             transformation: self.transformation.clone().map(Some),
             ordering: self.ordering.clone(),
+            batch_size: self.batch_size,
         }
     }
 
@@ -319,6 +371,30 @@ impl EndpointPatch {
             self.timeout_ms,
             self.rate_limit,
             self.max_in_flight,
+            self.batch_size,
+        )
+    }
+
+    /// Whether this patch touches a field of the batching rule (see
+    /// [`check_batching`]), so the merged endpoint must be checked.
+    pub(super) fn touches_batching(&self) -> bool {
+        self.batch_size.is_some()
+            || self.ordering.is_some()
+            || self.format.is_some()
+            || self.transformation.is_some()
+    }
+
+    /// Checks the batching rule on `current` as this patch would leave it.
+    pub(super) fn check_batching_on(&self, current: &super::Endpoint) -> Result<()> {
+        let transformation = match &self.transformation {
+            Some(t) => t.is_some(),
+            None => current.transformation.is_some(),
+        };
+        check_batching(
+            self.batch_size.unwrap_or(current.batch_size),
+            parse_ordering(self.ordering.as_deref())?.unwrap_or(current.ordering.as_str()),
+            parse_format(self.format.as_deref())?.unwrap_or(current.format),
+            transformation,
         )
     }
 }

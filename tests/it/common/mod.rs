@@ -352,6 +352,23 @@ impl TestApp {
     }
 }
 
+/// A `hookit worker` process on `app`'s database, allowed to send to
+/// loopback, with a 2 s lease (so a killed one's deliveries are rescued fast).
+pub fn worker_process(app: &TestApp) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_hookit"))
+        .arg("worker")
+        .env("DATABASE_URL", app.cfg.database_url.as_ref().unwrap())
+        .env("HOOKIT_MASTER_KEY", app.cfg_master_key_b64())
+        .env("HOOKIT_ALLOW_PRIVATE_TARGETS", "127.0.0.0/8")
+        .env("HOOKIT_LEASE", "2s")
+        .env("HOOKIT_LOG_FORMAT", "text")
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// A port of 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

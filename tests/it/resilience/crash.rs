@@ -5,22 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::{eventually, Options, Receiver, Reply, TestApp};
-
-fn worker_process(app: &TestApp) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_hookit"))
-        .arg("worker")
-        .env("DATABASE_URL", app.cfg.database_url.as_ref().unwrap())
-        .env("HOOKIT_MASTER_KEY", app.cfg_master_key_b64())
-        .env("HOOKIT_ALLOW_PRIVATE_TARGETS", "127.0.0.0/8")
-        .env("HOOKIT_LEASE", "2s")
-        .env("HOOKIT_LOG_FORMAT", "text")
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
-}
+use crate::common::{eventually, worker_process, Options, Receiver, Reply, TestApp};
 
 /// What one SIGKILL left behind: leases of the dead worker, and how many of those
 /// deliveries the receivers had already got (sent, but not yet committed).

@@ -1,0 +1,146 @@
+//! Batching FIFO endpoints: what the receiver gets (JSON arrays in acceptance
+//! order, signed under the batch's own `webhook-id`), and that a failed batch
+//! is retried with exactly the same events while more are queued behind it.
+
+use std::time::Duration;
+
+use hookit::domain::signing::{verify, Secret};
+use serde_json::{json, Value};
+
+use crate::common::{Receiver, Reply, TestApp};
+
+/// The `data.seq` of each event of a batch request's array.
+fn seqs(body: &[u8]) -> Vec<u64> {
+    let v: Value = serde_json::from_slice(body).unwrap();
+    let batch = v.as_array().expect("a batching endpoint gets a JSON array");
+    batch
+        .iter()
+        .map(|e| e["data"]["seq"].as_u64().unwrap())
+        .collect()
+}
+
+/// Publishes events `seq` for each of `seqs`, one request each, in order.
+async fn publish(app: &TestApp, seqs: std::ops::Range<u64>) {
+    for seq in seqs {
+        app.publish("order.changed", json!({ "seq": seq })).await;
+    }
+}
+
+async fn set_paused(app: &TestApp, id: &str, paused: bool) {
+    let action = if paused { "pause" } else { "resume" };
+    let (s, body) = app
+        .post(&format!("/v1/endpoints/{id}/{action}"), json!({}))
+        .await;
+    assert_eq!(s, 200, "{action}: {body}");
+}
+
+#[tokio::test]
+async fn a_batching_endpoint_gets_arrays_in_order_signed_under_the_batch_id() {
+    let app = TestApp::spawn().await;
+    let rx = Receiver::start().await;
+    let secret = Secret::generate();
+    let id = app
+        .endpoint(json!({
+            "url": rx.url("/hook"), "ordering": "fifo", "batch_size": 4,
+            "secret": secret.expose(),
+        }))
+        .await;
+    // Paused, so all ten are queued before the first batch is formed.
+    set_paused(&app, &id, true).await;
+    publish(&app, 0..10).await;
+    set_paused(&app, &id, false).await;
+    let got = rx.wait_for(3, Duration::from_secs(30)).await;
+    let batches: Vec<Vec<u64>> = got.iter().map(|r| seqs(&r.body)).collect();
+    assert_eq!(
+        batches,
+        [vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]],
+        "batches of up to 4, in publish order, one request after the other"
+    );
+    let mut ids = std::collections::HashSet::new();
+    for r in &got {
+        let msg_id = r.header("webhook-id");
+        assert!(msg_id.starts_with("batch_"), "{msg_id}");
+        assert!(ids.insert(msg_id.clone()), "each batch has its own id");
+        // Signed like any body: over exactly the array that was sent.
+        verify(
+            &secret,
+            &msg_id,
+            &r.header("webhook-timestamp"),
+            &r.header("webhook-signature"),
+            &r.body,
+            chrono::Utc::now().timestamp(),
+        )
+        .expect("the batch's signature verifies");
+        assert_eq!(r.header("content-type"), "application/json");
+    }
+    // Every member is recorded as delivered, with its own attempt.
+    let done = app
+        .wait_deliveries("status=succeeded", Duration::from_secs(10), |d| {
+            d.len() == 10
+        })
+        .await;
+    for d in &done {
+        assert_eq!(d["attempts"], 1, "{d}");
+        let (_, detail) = app
+            .get(&format!("/v1/deliveries/{}", d["id"].as_str().unwrap()))
+            .await;
+        let attempts = detail["attempt_log"].as_array().unwrap();
+        assert_eq!(attempts.len(), 1, "{detail}");
+        assert_eq!(attempts[0]["status_code"], 200, "{detail}");
+    }
+    assert_eq!(rx.received().len(), 3, "nothing was sent twice");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_batch_is_retried_with_the_same_events_while_more_queue_behind_it() {
+    let app = TestApp::spawn().await;
+    let rx = Receiver::start().await;
+    rx.set_reply(Reply::Status(503));
+    let id = app
+        .endpoint(json!({
+            "url": rx.url("/hook"), "ordering": "fifo", "batch_size": 10,
+            // Retries 0.5-1 s apart: time to queue more behind the batch.
+            "retry_base_ms": 1000, "retry_cap_ms": 1000, "max_attempts": 10,
+        }))
+        .await;
+    set_paused(&app, &id, true).await;
+    publish(&app, 0..2).await;
+    set_paused(&app, &id, false).await;
+    let first = rx.wait_for(1, Duration::from_secs(30)).await.remove(0);
+    assert_eq!(seqs(&first.body), [0, 1]);
+    // Queued while the batch of two waits for its retry: room for 8 more in a
+    // batch of 10, but a formed batch never grows (a receiver that saw its id
+    // could drop the newcomers as duplicates).
+    publish(&app, 2..5).await;
+    let retry = rx.wait_for(2, Duration::from_secs(30)).await.remove(1);
+    assert_eq!(retry.header("webhook-id"), first.header("webhook-id"));
+    assert_eq!(retry.body, first.body, "the same bytes, the same events");
+    rx.set_reply(Reply::Status(200));
+    app.wait_deliveries("status=succeeded", Duration::from_secs(30), |d| {
+        d.len() == 5
+    })
+    .await;
+    let got = rx.received();
+    let last = got.last().unwrap();
+    assert_eq!(
+        seqs(&last.body),
+        [2, 3, 4],
+        "the newcomers went next, together"
+    );
+    assert_ne!(last.header("webhook-id"), first.header("webhook-id"));
+    // Each member of the retried batch counts the batch's attempts.
+    let (_, page) = app.get("/v1/deliveries?limit=10&status=succeeded").await;
+    let mut attempts: Vec<(u64, i64)> = Vec::new();
+    for d in page["data"].as_array().unwrap() {
+        let (_, detail) = app
+            .get(&format!("/v1/deliveries/{}", d["id"].as_str().unwrap()))
+            .await;
+        let n = detail["attempt_log"].as_array().unwrap().len() as i64;
+        assert_eq!(d["attempts"].as_i64().unwrap(), n, "{detail}");
+        attempts.push((d["attempts"].as_u64().unwrap(), n));
+    }
+    let retried = attempts.iter().filter(|(a, _)| *a >= 3).count();
+    assert_eq!(retried, 2, "the first batch's two members: {attempts:?}");
+    app.stop().await;
+}
