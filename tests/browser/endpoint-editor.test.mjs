@@ -197,6 +197,7 @@ test('endpoint page: settings, and a transformation run on a sample event (outpu
       assert.match(await page.textContent('[data-testid="endpoint-detail-event-types"]'), /editortest\.ran/);
       assert.match(await page.textContent('[data-testid="endpoint-detail-headers"]'), /X-Team: payments/i);
       assert.match(await page.textContent('[data-testid="endpoint-detail-circuit"]'), /Closed/);
+      assert.match(await page.textContent('[data-testid="endpoint-detail-order"]'), /^Concurrent/);
       assert.equal(await page.getAttribute('[data-testid="endpoint-deliveries-link"]', 'href'), `#/deliveries?endpoint_id=${endpoint.id}`);
       // No transformation yet: the starter template, and a sample of the endpoint's first exact event type.
       assert.match(await page.inputValue(sel.code), /^function handler\(webhook\) \{/);

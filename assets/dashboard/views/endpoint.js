@@ -62,6 +62,7 @@ export function viewEndpoint(ctx, id) {
         field('URL', h('span', { class: 'mono' }, ep.url), 'endpoint-detail-url'),
         field('Status', h('span', null, statusText(ep)), 'endpoint-detail-status'),
         field('Format', FORMAT_NAMES[ep.format] || ep.format || 'Standard Webhooks', 'endpoint-detail-format'),
+        field('Delivery order', orderText(ep), 'endpoint-detail-order'),
         field('Event types', ep.event_types && ep.event_types.length
           ? ep.event_types.map((t) => h('span', { class: 'chip' }, t))
           : h('span', { class: 'muted' }, 'All events'), 'endpoint-detail-event-types'),
@@ -118,6 +119,13 @@ function headerList(headers) {
   const entries = Object.entries(headers || {});
   if (!entries.length) return h('span', { class: 'muted' }, 'None');
   return h('ul', { class: 'kv-list' }, entries.map(([k, v]) => h('li', { class: 'mono' }, h('span', { class: 'kv-list__key' }, `${k}: `), v)));
+}
+
+/** How the endpoint's deliveries go out (docs/fifo.md). */
+function orderText(ep) {
+  if (ep.ordering !== 'fifo') return 'Concurrent (no ordering)';
+  if (ep.batch_size > 1) return `FIFO: in publish order, up to ${fmtNum(ep.batch_size)} events per request`;
+  return 'FIFO: one at a time, in publish order';
 }
 
 /** The retry settings that differ from the server's defaults, or "Server defaults". */
