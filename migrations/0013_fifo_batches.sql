@@ -6,12 +6,12 @@
 ALTER TABLE endpoints ADD COLUMN batch_size int NOT NULL DEFAULT 1
   CHECK (batch_size BETWEEN 1 AND 100);
 
--- The batch a FIFO delivery was sent in: the id of the delivery that was the
--- head when the batch was formed. A batch's members are fixed when it is first
+-- The batch a FIFO delivery was sent in (a UUIDv7 drawn when the batch was
+-- formed). A batch's members are fixed when it is first
 -- sent and it is retried with exactly those members (or fewer, never more), so
 -- its `webhook-id` (derived from this id) always names the same events: a
 -- receiver that deduplicates on it can never drop an event it did not get.
--- Cleared by a redrive, which forms a new batch.
+-- Cleared by a redrive: the redriven delivery goes in a new batch, new id.
 ALTER TABLE deliveries ADD COLUMN batch_id uuid;
 
 -- A batch's other members while it is unfinished: read when its head is

@@ -52,8 +52,8 @@ pub type EventId = Id<EventKind>;
 pub type EndpointId = Id<EndpointKind>;
 /// Id of a delivery (`dlv_…`).
 pub type DeliveryId = Id<DeliveryKind>;
-/// Id of a FIFO batch (`batch_…`): the UUID of the delivery that was its head
-/// when it was formed (see `db::deliveries::batch`).
+/// Id of a FIFO batch (`batch_…`), drawn when the batch is formed (see
+/// `db::deliveries::batch`).
 pub type BatchId = Id<BatchKind>;
 
 impl<K: IdKind> Id<K> {

@@ -136,17 +136,24 @@ impl Worker {
         let mut events = Vec::new();
         for d in batch.iter().filter(|d| d.tenant != OPS_TENANT) {
             let c = &d.completion;
-            let base = serde_json::json!({
-                "tenant": d.tenant,
-                "delivery_id": DeliveryId::from_uuid(c.id).to_string(),
-                "event_id": crate::domain::ids::EventId::from_uuid(d.event_id).to_string(),
-                "endpoint_id": EndpointId::from_uuid(d.endpoint_id).to_string(),
-                "attempts": c.attempt,
-                "last_status_code": c.status_code,
-                "last_error": c.error,
-            });
+            // A FIFO batch's members share its outcome, so each gets its own
+            // delivery.dead / delivery.recovered, like the head.
+            let deliveries = std::iter::once((c.id, d.event_id)).chain(d.members.iter().copied());
+            let bases: Vec<serde_json::Value> = deliveries
+                .map(|(delivery, event)| {
+                    serde_json::json!({
+                        "tenant": d.tenant,
+                        "delivery_id": DeliveryId::from_uuid(delivery).to_string(),
+                        "event_id": crate::domain::ids::EventId::from_uuid(event).to_string(),
+                        "endpoint_id": EndpointId::from_uuid(d.endpoint_id).to_string(),
+                        "attempts": c.attempt,
+                        "last_status_code": c.status_code,
+                        "last_error": c.error,
+                    })
+                })
+                .collect();
             if c.status == "dead" {
-                events.push(("delivery.dead", base.clone()));
+                events.extend(bases.iter().map(|b| ("delivery.dead", b.clone())));
             }
             if d.gone {
                 events.push((
@@ -161,7 +168,7 @@ impl Worker {
             // Recovered: delivered after at least one failed attempt in this round
             // (rate-limited requests are not failures).
             if c.succeeded && c.attempt - c.rate_limited > d.round_base + 1 {
-                events.push(("delivery.recovered", base));
+                events.extend(bases.into_iter().map(|b| ("delivery.recovered", b)));
             }
         }
         for id in opened {

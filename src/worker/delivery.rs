@@ -153,9 +153,8 @@ impl Worker {
         drop(slot);
         let mut completion = self.decide(&d, attempted);
         completion.probe = probe;
-        if let Some(b) = &batch {
-            completion.batch = b.members(d.id);
-        }
+        let members = batch.map(|b| b.members(d.id)).unwrap_or_default();
+        completion.batch = members.iter().map(|(id, _)| *id).collect();
         let gone = completion.status == "dead" && completion.status_code == Some(410);
         let _ = done
             .send(Done {
@@ -163,6 +162,7 @@ impl Worker {
                 gone,
                 endpoint_id: d.endpoint_id,
                 event_id: d.event_id,
+                members,
                 tenant: d.tenant,
                 round_base: d.round_base,
                 _permit: permit,

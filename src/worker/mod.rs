@@ -88,6 +88,9 @@ struct Done {
     gone: bool,
     endpoint_id: Uuid,
     event_id: Uuid,
+    /// The other deliveries of a FIFO batch, with their event ids: they take
+    /// this outcome, and get its operational webhooks too.
+    members: Vec<(Uuid, Uuid)>,
     tenant: String,
     round_base: i32,
     _permit: OwnedSemaphorePermit,

@@ -49,12 +49,13 @@ struct Row {
 }
 
 impl FifoBatch {
-    /// The deliveries other than `head`, which take its outcome.
-    pub fn members(&self, head: Uuid) -> Vec<Uuid> {
+    /// The deliveries other than `head`, which take its outcome, each with its
+    /// event id.
+    pub fn members(&self, head: Uuid) -> Vec<(Uuid, Uuid)> {
         self.items
             .iter()
-            .map(|i| i.id)
-            .filter(|id| *id != head)
+            .filter(|i| i.id != head)
+            .map(|i| (i.id, i.event_id))
             .collect()
     }
 }
@@ -95,21 +96,21 @@ impl Store {
                 ORDER BY d.created_at, d.event_id, d.id
                 LIMIT $3 - 1
              ), joined AS (
-                UPDATE deliveries d SET batch_id = $2, updated_at = now()
+                UPDATE deliveries d SET batch_id = $6, updated_at = now()
                 FROM behind b
                 WHERE d.id = b.id AND b.batched_so_far = 0 AND b.bytes + $5 <= $4
                   AND d.status = 'pending' AND d.fifo AND d.batch_id IS NULL
                 RETURNING d.id
              ), formed AS (
                 -- Runs although nothing reads it (as every data-modifying WITH does).
-                UPDATE deliveries d SET batch_id = $2
+                UPDATE deliveries d SET batch_id = $6
                 FROM head h WHERE d.id = h.id AND h.batch_id IS NULL
                 RETURNING d.id
              ), kept AS (
                 SELECT m.id FROM head h JOIN deliveries m ON m.batch_id = h.batch_id
                 WHERE m.id <> h.id AND m.status = 'pending' AND m.fifo
              )
-             SELECT (SELECT coalesce(batch_id, id) FROM head) AS batch, d.id, d.event_id, ev.body
+             SELECT (SELECT coalesce(batch_id, $6) FROM head) AS batch, d.id, d.event_id, ev.body
              FROM deliveries d JOIN events ev ON ev.id = d.event_id
              WHERE d.id IN (SELECT id FROM head UNION ALL SELECT id FROM joined UNION ALL SELECT id FROM kept)
              ORDER BY d.created_at, d.event_id, d.id",
@@ -119,6 +120,9 @@ impl Store {
         .bind(i64::from(head.batch_size))
         .bind(MAX_BATCH_BYTES)
         .bind(head.body.len() as i64)
+        // A fresh id per batch formed, never the head's delivery id: a redriven
+        // head forms a new batch, and must not reuse the id of its dead one.
+        .bind(Uuid::now_v7())
         .fetch_all(&self.pool)
         .await?;
         let Some(first) = rows.first() else {

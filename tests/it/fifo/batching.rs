@@ -7,7 +7,7 @@ use std::time::Duration;
 use hookit::domain::signing::{verify, Secret};
 use serde_json::{json, Value};
 
-use crate::common::{Receiver, Reply, TestApp};
+use crate::common::{Options, Receiver, Reply, TestApp};
 
 /// The `data.seq` of each event of a batch request's array.
 fn seqs(body: &[u8]) -> Vec<u64> {
@@ -142,5 +142,79 @@ async fn a_failed_batch_is_retried_with_the_same_events_while_more_queue_behind_
     }
     let retried = attempts.iter().filter(|(a, _)| *a >= 3).count();
     assert_eq!(retried, 2, "the first batch's two members: {attempts:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_redriven_batch_goes_again_as_a_new_batch() {
+    let app = TestApp::spawn().await;
+    let rx = Receiver::start().await;
+    rx.set_reply(Reply::Status(500));
+    let id = app
+        .endpoint(json!({
+            "url": rx.url("/hook"), "ordering": "fifo", "batch_size": 5, "max_attempts": 1,
+        }))
+        .await;
+    set_paused(&app, &id, true).await;
+    publish(&app, 0..3).await;
+    set_paused(&app, &id, false).await;
+    app.wait_deliveries("status=dead", Duration::from_secs(30), |d| d.len() == 3)
+        .await;
+    let dead = rx.received().remove(0);
+    assert_eq!(seqs(&dead.body), [0, 1, 2], "dead-lettered as a whole");
+    rx.set_reply(Reply::Status(200));
+    let (s, body) = app.post("/v1/dead-letters/redrive", json!({})).await;
+    assert_eq!(s, 200, "{body}");
+    app.wait_deliveries("status=succeeded", Duration::from_secs(30), |d| {
+        d.len() == 3
+    })
+    .await;
+    let got = rx.received();
+    assert_eq!(got.len(), 2, "one request for the redriven three");
+    assert_eq!(seqs(&got[1].body), [0, 1, 2]);
+    // A redrive is a new round with a new id: the receiver may have recorded
+    // the old one (its 500 may have come after it acted), and must not drop
+    // this as a duplicate of something it never confirmed.
+    assert_ne!(got[1].header("webhook-id"), dead.header("webhook-id"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_event_of_a_dead_batch_gets_its_operational_webhook() {
+    let ops = Receiver::start().await;
+    let ops_url = ops.url("/ops");
+    let app = TestApp::spawn_with(Options {
+        worker: true,
+        configure: Box::new(move |c| c.ops_webhook_url = Some(ops_url)),
+    })
+    .await;
+    app.store
+        .ensure_ops_endpoint(&ops.url("/ops"), None, &app.cfg.ssrf_policy())
+        .await
+        .unwrap();
+    let rx = Receiver::start().await;
+    rx.set_reply(Reply::Status(500));
+    let id = app
+        .endpoint(json!({
+            "url": rx.url("/hook"), "ordering": "fifo", "batch_size": 5, "max_attempts": 1,
+        }))
+        .await;
+    set_paused(&app, &id, true).await;
+    let mut published = Vec::new();
+    for seq in 0..3 {
+        published.push(app.publish("order.changed", json!({ "seq": seq })).await);
+    }
+    set_paused(&app, &id, false).await;
+    let got = ops.wait_for(3, Duration::from_secs(30)).await;
+    let mut dead: Vec<String> = got
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap())
+        .filter(|v| v["type"] == "delivery.dead")
+        .map(|v| v["data"]["event_id"].as_str().unwrap().to_string())
+        .collect();
+    dead.sort();
+    published.sort();
+    assert_eq!(dead, published, "one delivery.dead per event of the batch");
+    assert_eq!(rx.received().len(), 1, "the three went in one request");
     app.stop().await;
 }
