@@ -77,6 +77,91 @@ struct Streaks {
     probe_failed: Vec<bool>,
 }
 
+/// The first part of the completion statement: the outcomes as rows, and the
+/// guarded update of the deliveries they are for.
+const COMPLETE_UPDATE: &str = "WITH input AS (
+                SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::timestamptz[], $6::bool[], $7::int[],
+                                     $8::text[], $9::text[], $10::timestamptz[], $11::int[], $12::bool[],
+                                     $13::int[], $14::bool[], $15::bool[])
+                  AS u(id, attempt, status, next_at, ok, code, err, body, started, dur, probe, limited, deferred, sent)
+             ), upd AS (
+                UPDATE deliveries d
+                SET status = u.status::delivery_status, attempts = u.attempt, rate_limited = u.limited,
+                    next_attempt_at = u.next_at,
+                    lease_owner = NULL, lease_expires_at = NULL, last_status_code = u.code, last_error = u.err,
+                    updated_at = now(),
+                    finished_at = CASE WHEN u.status IN ('succeeded', 'dead', 'skipped') THEN now() END
+                FROM input u
+                -- The lease guard. `lease_owner` is set exactly while the row is
+                -- in_flight (a CHECK constraint), so it is the whole guard; a
+                -- `status = 'in_flight'` term here would tempt the planner into
+                -- the lease index, whose dead entries it then walks for every batch,
+                -- instead of one primary-key probe per row.
+                WHERE d.id = u.id AND d.lease_owner = $1
+                -- The attempt's own fields come back with the row, so the log and
+                -- the streaks below read `upd` alone, with no join back to `input`.
+                RETURNING d.id, d.endpoint_id, u.attempt, u.started, u.dur, u.code, u.err, u.body, u.ok, u.probe,
+                    u.deferred, u.sent, d.fifo, u.status, d.batch_id, d.round_base, u.limited, d.next_attempt_at
+";
+
+/// The members of FIFO batches (only in a statement whose batch has some).
+const COMPLETE_MEMBERS: &str = "             ), members AS (
+                -- A FIFO batch succeeds or fails as a whole: the members sent with
+                -- a head take its outcome. They stayed `pending` behind it (only a
+                -- head is ever in flight), so the head's lease guard above is
+                -- theirs too: a head whose lease was rescued writes nothing here
+                -- either. Only the members this request carried, and only while
+                -- they are still in its batch and pending (a concurrent delete of
+                -- the endpoint has dead-lettered them first).
+                UPDATE deliveries m
+                SET status = u.status::delivery_status, attempts = m.round_base + (u.attempt - u.round_base),
+                    rate_limited = u.limited, next_attempt_at = u.next_attempt_at,
+                    last_status_code = u.code, last_error = u.err, updated_at = now(),
+                    finished_at = CASE WHEN u.status IN ('succeeded', 'dead', 'skipped') THEN now() END
+                FROM unnest($16::uuid[], $17::uuid[]) AS mb(id, head)
+                JOIN upd u ON u.id = mb.head
+                WHERE m.id = mb.id AND m.batch_id = u.batch_id AND m.status = 'pending' AND m.fifo
+                RETURNING m.id, m.endpoint_id, m.attempts AS attempt, u.started, u.dur, u.code, u.err, u.body, u.ok,
+                    u.deferred, u.sent
+";
+
+/// The attempt log: the deliveries written.
+const LOG_PLAIN: &str = "             ), log AS (
+                INSERT INTO delivery_attempts (delivery_id, attempt, endpoint_id, started_at, duration_ms, status_code,
+                                               error, response_body, succeeded, rate_limited, sent)
+                SELECT id, attempt, endpoint_id, started, dur, code, err, body, ok, deferred, sent FROM upd
+                ON CONFLICT DO NOTHING
+";
+
+/// The attempt log: the deliveries written and the batch members.
+const LOG_WITH_MEMBERS: &str = "             ), log AS (
+                INSERT INTO delivery_attempts (delivery_id, attempt, endpoint_id, started_at, duration_ms, status_code,
+                                               error, response_body, succeeded, rate_limited, sent)
+                SELECT id, attempt, endpoint_id, started, dur, code, err, body, ok, deferred, sent FROM upd
+                UNION ALL
+                SELECT id, attempt, endpoint_id, started, dur, code, err, body, ok, deferred, sent FROM members
+                ON CONFLICT DO NOTHING
+";
+
+/// The failure streaks, and what the statement returns.
+const COMPLETE_TAIL: &str = "             ), streak AS (
+                SELECT endpoint_id, bool_or(ok) AS any_ok, count(*) FILTER (WHERE NOT ok)::int AS fails,
+                       bool_or(probe AND NOT ok) AS probe_failed
+                -- A deferred 429 is neither a success nor a failure of the endpoint,
+                -- and nor is an attempt that never reached it (transformation).
+                FROM upd WHERE NOT deferred AND sent GROUP BY endpoint_id
+             ), attention AS (
+                -- Healthy endpoints (all succeeded, no streak, circuit closed) need
+                -- no second statement, and their rows are not written at all.
+                SELECT s.* FROM streak s JOIN endpoints e ON e.id = s.endpoint_id
+                WHERE NOT s.any_ok OR e.consecutive_failures > 0 OR e.circuit_open_until IS NOT NULL
+             )
+             SELECT (SELECT count(*) FROM upd) AS written,
+                    (SELECT count(*) FROM upd WHERE fifo AND status <> 'pending') AS fifo_advanced,
+                    coalesce(array_agg(endpoint_id), '{}') AS endpoints, coalesce(array_agg(any_ok), '{}') AS any_ok,
+                    coalesce(array_agg(fails), '{}') AS fails, coalesce(array_agg(probe_failed), '{}') AS probe_failed
+             FROM attention";
+
 impl Store {
     /// Writes the outcome of a batch of attempts: the state of each delivery, its
     /// attempt log row, and the endpoints' failure streaks. Guarded by
@@ -131,97 +216,37 @@ impl Store {
             started.push(c.started_at);
             durations.push(c.duration_ms);
         }
+        // The members' part only when the batch has FIFO batches: the common
+        // statement stays as it was.
+        let sql = if members.is_empty() {
+            format!("{COMPLETE_UPDATE}{LOG_PLAIN}{COMPLETE_TAIL}")
+        } else {
+            format!("{COMPLETE_UPDATE}{COMPLETE_MEMBERS}{LOG_WITH_MEMBERS}{COMPLETE_TAIL}")
+        };
+        let mut query = sqlx::query_as(&sql)
+            .bind(owner)
+            .bind(&ids)
+            .bind(&attempts)
+            .bind(&statuses)
+            .bind(&next_at)
+            .bind(&ok)
+            .bind(&codes)
+            .bind(&errors)
+            .bind(&bodies)
+            .bind(&started)
+            .bind(&durations)
+            .bind(&probes)
+            .bind(&limited)
+            .bind(&deferred)
+            .bind(&sent);
+        if !members.is_empty() {
+            query = query.bind(&members).bind(&member_heads);
+        }
         // Not a cached prepared statement: a generic plan made while the table was
         // small (every fresh install, until autovacuum first analyzes it) joins by
         // a sequential scan of `deliveries` and keeps doing so as it grows. Planned
         // per call, the join is one primary-key probe per row.
-        let streaks: Streaks = sqlx::query_as(
-            "WITH input AS (
-                SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::timestamptz[], $6::bool[], $7::int[],
-                                     $8::text[], $9::text[], $10::timestamptz[], $11::int[], $12::bool[],
-                                     $13::int[], $14::bool[], $15::bool[])
-                  AS u(id, attempt, status, next_at, ok, code, err, body, started, dur, probe, limited, deferred, sent)
-             ), upd AS (
-                UPDATE deliveries d
-                SET status = u.status::delivery_status, attempts = u.attempt, rate_limited = u.limited,
-                    next_attempt_at = u.next_at,
-                    lease_owner = NULL, lease_expires_at = NULL, last_status_code = u.code, last_error = u.err,
-                    updated_at = now(),
-                    finished_at = CASE WHEN u.status IN ('succeeded', 'dead', 'skipped') THEN now() END
-                FROM input u
-                -- The lease guard. `lease_owner` is set exactly while the row is
-                -- in_flight (a CHECK constraint), so it is the whole guard; a
-                -- `status = 'in_flight'` term here would tempt the planner into
-                -- the lease index, whose dead entries it then walks for every batch,
-                -- instead of one primary-key probe per row.
-                WHERE d.id = u.id AND d.lease_owner = $1
-                -- The attempt's own fields come back with the row, so the log and
-                -- the streaks below read `upd` alone, with no join back to `input`.
-                RETURNING d.id, d.endpoint_id, u.attempt, u.started, u.dur, u.code, u.err, u.body, u.ok, u.probe,
-                    u.deferred, u.sent, d.fifo, u.status, d.batch_id, d.round_base, u.limited, d.next_attempt_at
-             ), members AS (
-                -- A FIFO batch succeeds or fails as a whole: the members sent with
-                -- a head take its outcome. They stayed `pending` behind it (only a
-                -- head is ever in flight), so the head's lease guard above is
-                -- theirs too: a head whose lease was rescued writes nothing here
-                -- either. Only the members this request carried, and only while
-                -- they are still in its batch and pending (a concurrent delete of
-                -- the endpoint has dead-lettered them first).
-                UPDATE deliveries m
-                SET status = u.status::delivery_status, attempts = m.round_base + (u.attempt - u.round_base),
-                    rate_limited = u.limited, next_attempt_at = u.next_attempt_at,
-                    last_status_code = u.code, last_error = u.err, updated_at = now(),
-                    finished_at = CASE WHEN u.status IN ('succeeded', 'dead', 'skipped') THEN now() END
-                FROM unnest($16::uuid[], $17::uuid[]) AS mb(id, head)
-                JOIN upd u ON u.id = mb.head
-                WHERE m.id = mb.id AND m.batch_id = u.batch_id AND m.status = 'pending' AND m.fifo
-                RETURNING m.id, m.endpoint_id, m.attempts AS attempt, u.started, u.dur, u.code, u.err, u.body, u.ok,
-                    u.deferred, u.sent
-             ), log AS (
-                INSERT INTO delivery_attempts (delivery_id, attempt, endpoint_id, started_at, duration_ms, status_code,
-                                               error, response_body, succeeded, rate_limited, sent)
-                SELECT id, attempt, endpoint_id, started, dur, code, err, body, ok, deferred, sent FROM upd
-                UNION ALL
-                SELECT id, attempt, endpoint_id, started, dur, code, err, body, ok, deferred, sent FROM members
-                ON CONFLICT DO NOTHING
-             ), streak AS (
-                SELECT endpoint_id, bool_or(ok) AS any_ok, count(*) FILTER (WHERE NOT ok)::int AS fails,
-                       bool_or(probe AND NOT ok) AS probe_failed
-                -- A deferred 429 is neither a success nor a failure of the endpoint,
-                -- and nor is an attempt that never reached it (transformation).
-                FROM upd WHERE NOT deferred AND sent GROUP BY endpoint_id
-             ), attention AS (
-                -- Healthy endpoints (all succeeded, no streak, circuit closed) need
-                -- no second statement, and their rows are not written at all.
-                SELECT s.* FROM streak s JOIN endpoints e ON e.id = s.endpoint_id
-                WHERE NOT s.any_ok OR e.consecutive_failures > 0 OR e.circuit_open_until IS NOT NULL
-             )
-             SELECT (SELECT count(*) FROM upd) AS written,
-                    (SELECT count(*) FROM upd WHERE fifo AND status <> 'pending') AS fifo_advanced,
-                    coalesce(array_agg(endpoint_id), '{}') AS endpoints, coalesce(array_agg(any_ok), '{}') AS any_ok,
-                    coalesce(array_agg(fails), '{}') AS fails, coalesce(array_agg(probe_failed), '{}') AS probe_failed
-             FROM attention",
-        )
-        .bind(owner)
-        .bind(&ids)
-        .bind(&attempts)
-        .bind(&statuses)
-        .bind(&next_at)
-        .bind(&ok)
-        .bind(&codes)
-        .bind(&errors)
-        .bind(&bodies)
-        .bind(&started)
-        .bind(&durations)
-        .bind(&probes)
-        .bind(&limited)
-        .bind(&deferred)
-        .bind(&sent)
-        .bind(&members)
-        .bind(&member_heads)
-        .persistent(false)
-        .fetch_one(&self.pool)
-        .await?;
+        let streaks: Streaks = query.persistent(false).fetch_one(&self.pool).await?;
         let mut done = Completed {
             written: streaks.written as u64,
             fifo_advanced: streaks.fifo_advanced as u64,
