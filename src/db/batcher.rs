@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use uuid::Uuid;
 
 use super::availability::Availability;
+use crate::domain::patterns::candidates;
 use crate::error::{Error, Result};
 
 /// Longest an ingestion request waits for its statement (the documented bound of
@@ -212,7 +213,9 @@ async fn write(pool: &sqlx::PgPool, availability: &Availability, batch: &mut Vec
         mut tps,
         mut ats,
         mut only,
+        mut pats,
     ) = (
+        Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
         Vec::with_capacity(n),
@@ -233,6 +236,11 @@ async fn write(pool: &sqlx::PgPool, availability: &Availability, batch: &mut Vec
         tps.push(j.traceparent.as_deref());
         ats.push(j.created_at);
         only.push(j.only_endpoint);
+        // The patterns that match the type, computed here rather than by a SQL
+        // function per event (that function cost Postgres about 5 µs of CPU
+        // per event, 12-16 % of the ingestion statement). Space-separated:
+        // event types are validated to `[A-Za-z0-9_.-]`.
+        pats.push(candidates(&j.event_type).join(" "));
     }
     // One statement: every idempotency record, event and delivery of the batch
     // commit together. A repeated key (earlier, concurrently, or twice in this very
@@ -241,8 +249,8 @@ async fn write(pool: &sqlx::PgPool, availability: &Availability, batch: &mut Vec
     let result: std::result::Result<Vec<(Uuid, bool, i64)>, sqlx::Error> = sqlx::query_as(
         "WITH input AS (
             SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::uuid[], $5::text[], $6::text[], $7::text[],
-                                 $8::timestamptz[], $9::uuid[])
-              AS u(tenant, key, hash, id, event_type, body, traceparent, created_at, only_ep)
+                                 $8::timestamptz[], $9::uuid[], $10::text[])
+              AS u(tenant, key, hash, id, event_type, body, traceparent, created_at, only_ep, pats)
          ), idem AS (
             INSERT INTO idempotency_keys (tenant, key, request_hash, event_id)
             SELECT tenant, key, hash, id FROM input WHERE key IS NOT NULL
@@ -250,7 +258,7 @@ async fn write(pool: &sqlx::PgPool, availability: &Availability, batch: &mut Vec
             RETURNING event_id
          ), pats AS MATERIALIZED (
             -- Once per event, not once per endpoint row it is tested against.
-            SELECT id, hookit_event_type_patterns(event_type) AS p FROM input
+            SELECT id, string_to_array(pats, ' ') AS p FROM input
          ), ev AS (
             INSERT INTO events (id, tenant, event_type, body, traceparent, created_at)
             SELECT i.id, i.tenant, i.event_type, i.body, i.traceparent, i.created_at FROM input i
@@ -284,6 +292,7 @@ async fn write(pool: &sqlx::PgPool, availability: &Availability, batch: &mut Vec
     .bind(&tps)
     .bind(&ats)
     .bind(&only)
+    .bind(&pats)
     .fetch_all(&mut *conn)
     .await;
     drop(conn);

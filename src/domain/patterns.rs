@@ -1,6 +1,8 @@
 //! Event types and subscription patterns. Inside the ingestion query the same
 //! rule is an array overlap: an endpoint matches when one of its patterns is in
-//! [`candidates`] of the event type (SQL `hookit_event_type_patterns`).
+//! [`candidates`] of the event type (computed here and sent with each event;
+//! the SQL function `hookit_event_type_patterns` of migration 0003 computes the
+//! same, and is no longer called on the hot path).
 
 /// Longest accepted event type or pattern.
 pub const MAX_EVENT_TYPE_LEN: usize = 128;
