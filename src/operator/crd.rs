@@ -55,6 +55,9 @@ const DURATION_PATTERN: &str = duration_pattern!();
 )]
 #[x_kube(validation = Rule::new("!has(self.transformation) || !has(self.transformationFrom)")
     .message("set transformation or transformationFrom, not both"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.batchSize) || self.batchSize == 1 || (has(self.ordering) && self.ordering == 'fifo' && (!has(self.format) || self.format == 'standard') && !has(self.transformation) && !has(self.transformationFrom))"
+).message("batchSize above 1 needs ordering: fifo, the standard format and no transformation"))]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookEndpointSpec {
     /// Where deliveries are POSTed: an absolute http:// or https:// URL. The
@@ -471,6 +474,7 @@ mod tests {
             "x-kubernetes-validations",
             "url must be an absolute http:// or https:// URL",
             "retry.initialBackoff must not be longer than retry.maxBackoff",
+            "batchSize above 1 needs ordering: fifo",
             r#""maximum":100"#,
             r#""maxProperties":20"#,
             r#""shortNames":["whe"]"#,

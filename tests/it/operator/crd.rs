@@ -45,6 +45,15 @@ async fn the_api_server_takes_good_manifests_and_refuses_bad_ones_with_clear_mes
         &manifest(ns, "minimal", "  url: https://hooks.example.com/in\n"),
     )
     .await;
+    apply(
+        &kube,
+        &manifest(
+            ns,
+            "batched",
+            "  url: https://hooks.example.com/in\n  ordering: fifo\n  batchSize: 50\n",
+        ),
+    )
+    .await;
     // Short name, printer columns, and the eventTypes default.
     let out = kube.kubectl(&["get", "whe", "-n", ns], None).await;
     assert!(out.ok, "{}", out.stderr);
@@ -130,6 +139,18 @@ async fn the_api_server_takes_good_manifests_and_refuses_bad_ones_with_clear_mes
         (
             "url: https://e.example/\n  secretRef: {name: \"Not_A_Name\"}",
             "spec.secretRef.name",
+        ),
+        (
+            "url: https://e.example/\n  batchSize: 10",
+            "batchSize above 1 needs ordering: fifo",
+        ),
+        (
+            "url: https://e.example/\n  ordering: fifo\n  batchSize: 10\n  format: slack",
+            "batchSize above 1 needs ordering: fifo, the standard format",
+        ),
+        (
+            "url: https://e.example/\n  ordering: fifo\n  batchSize: 101",
+            "spec.batchSize",
         ),
         ("description: no url", "spec.url: Required value"),
     ];

@@ -105,6 +105,23 @@ async fn a_webhookendpoint_becomes_ready_with_a_row_and_an_owned_signing_secret(
         ep.headers.get("X-Team").map(String::as_str),
         Some("fulfilment")
     );
+    // Ordering and batching (docs/fifo.md) land in the row too.
+    apply(
+        &kube,
+        &manifest(
+            ns,
+            "ledger",
+            "  url: http://127.0.0.1:9/hooks/ledger\n  ordering: fifo\n  batchSize: 20\n",
+        ),
+    )
+    .await;
+    let ledger = wait_ready(&kube, "ledger", "True", Some("Delivering")).await;
+    let row = app
+        .store
+        .get_endpoint(ns, endpoint_id(&ledger))
+        .await
+        .unwrap();
+    assert_eq!((row.ordering.as_str(), row.batch_size), ("fifo", 20));
 
     // The generated Secret: owned by the resource, labelled, and holding the
     // secret the store signs with.
