@@ -102,18 +102,7 @@ async fn a_worker_killed_mid_flight_loses_nothing() {
         ids.insert(app.publish("a.b", json!({"i": i})).await);
     }
     // A real `hookit worker` process takes the deliveries and hangs on them.
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_hookit"))
-        .arg("worker")
-        .env("DATABASE_URL", app.cfg.database_url.as_ref().unwrap())
-        .env("HOOKIT_MASTER_KEY", base64_key(&app))
-        .env("HOOKIT_ALLOW_PRIVATE_TARGETS", "127.0.0.0/8")
-        .env("HOOKIT_LEASE", "2s")
-        .env("HOOKIT_LOG_FORMAT", "text")
-        .kill_on_drop(true)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = crate::common::worker_process(&app);
     rx.wait_for(20, Duration::from_secs(30)).await;
     let (in_flight,): (i64,) =
         sqlx::query_as("SELECT count(*) FROM deliveries WHERE status = 'in_flight'")
@@ -194,8 +183,4 @@ async fn graceful_shutdown_releases_what_it_cannot_finish() {
     })
     .await;
     app.stop().await;
-}
-
-fn base64_key(app: &TestApp) -> String {
-    app.cfg_master_key_b64()
 }

@@ -19,11 +19,32 @@ fn seqs(body: &[u8]) -> Vec<u64> {
         .collect()
 }
 
-/// Publishes events `seq` for each of `seqs`, one request each, in order.
-async fn publish(app: &TestApp, seqs: std::ops::Range<u64>) {
+/// Publishes an event `{seq}` for each of `seqs`, one request each, in order;
+/// returns their ids.
+async fn publish(app: &TestApp, seqs: std::ops::Range<u64>) -> Vec<String> {
+    let mut ids = Vec::new();
     for seq in seqs {
-        app.publish("order.changed", json!({ "seq": seq })).await;
+        ids.push(app.publish("order.changed", json!({ "seq": seq })).await);
     }
+    ids
+}
+
+/// A FIFO endpoint to `rx`'s `/hook` with `settings`, and events `seqs`
+/// queued on it while it was paused, so the first batch sees them all.
+/// Returns the endpoint's id and the events' ids.
+async fn queued(
+    app: &TestApp,
+    rx: &Receiver,
+    mut settings: Value,
+    seqs: std::ops::Range<u64>,
+) -> (String, Vec<String>) {
+    settings["url"] = json!(rx.url("/hook"));
+    settings["ordering"] = json!("fifo");
+    let id = app.endpoint(settings).await;
+    set_paused(app, &id, true).await;
+    let events = publish(app, seqs).await;
+    set_paused(app, &id, false).await;
+    (id, events)
 }
 
 async fn set_paused(app: &TestApp, id: &str, paused: bool) {
@@ -39,16 +60,8 @@ async fn a_batching_endpoint_gets_arrays_in_order_signed_under_the_batch_id() {
     let app = TestApp::spawn().await;
     let rx = Receiver::start().await;
     let secret = Secret::generate();
-    let id = app
-        .endpoint(json!({
-            "url": rx.url("/hook"), "ordering": "fifo", "batch_size": 4,
-            "secret": secret.expose(),
-        }))
-        .await;
-    // Paused, so all ten are queued before the first batch is formed.
-    set_paused(&app, &id, true).await;
-    publish(&app, 0..10).await;
-    set_paused(&app, &id, false).await;
+    let settings = json!({"batch_size": 4, "secret": secret.expose()});
+    queued(&app, &rx, settings, 0..10).await;
     let got = rx.wait_for(3, Duration::from_secs(30)).await;
     let batches: Vec<Vec<u64>> = got.iter().map(|r| seqs(&r.body)).collect();
     assert_eq!(
@@ -97,16 +110,11 @@ async fn a_failed_batch_is_retried_with_the_same_events_while_more_queue_behind_
     let app = TestApp::spawn().await;
     let rx = Receiver::start().await;
     rx.set_reply(Reply::Status(503));
-    let id = app
-        .endpoint(json!({
-            "url": rx.url("/hook"), "ordering": "fifo", "batch_size": 10,
-            // Retries 0.5-1 s apart: time to queue more behind the batch.
-            "retry_base_ms": 1000, "retry_cap_ms": 1000, "max_attempts": 10,
-        }))
-        .await;
-    set_paused(&app, &id, true).await;
-    publish(&app, 0..2).await;
-    set_paused(&app, &id, false).await;
+    // Retries 0.5-1 s apart: time to queue more behind the batch.
+    let settings = json!({
+        "batch_size": 10, "retry_base_ms": 1000, "retry_cap_ms": 1000, "max_attempts": 10,
+    });
+    queued(&app, &rx, settings, 0..2).await;
     let first = rx.wait_for(1, Duration::from_secs(30)).await.remove(0);
     assert_eq!(seqs(&first.body), [0, 1]);
     // Queued while the batch of two waits for its retry: room for 8 more in a
@@ -150,14 +158,8 @@ async fn a_redriven_batch_goes_again_as_a_new_batch() {
     let app = TestApp::spawn().await;
     let rx = Receiver::start().await;
     rx.set_reply(Reply::Status(500));
-    let id = app
-        .endpoint(json!({
-            "url": rx.url("/hook"), "ordering": "fifo", "batch_size": 5, "max_attempts": 1,
-        }))
-        .await;
-    set_paused(&app, &id, true).await;
-    publish(&app, 0..3).await;
-    set_paused(&app, &id, false).await;
+    let settings = json!({"batch_size": 5, "max_attempts": 1});
+    queued(&app, &rx, settings, 0..3).await;
     app.wait_deliveries("status=dead", Duration::from_secs(30), |d| d.len() == 3)
         .await;
     let dead = rx.received().remove(0);
@@ -194,17 +196,8 @@ async fn every_event_of_a_dead_batch_gets_its_operational_webhook() {
         .unwrap();
     let rx = Receiver::start().await;
     rx.set_reply(Reply::Status(500));
-    let id = app
-        .endpoint(json!({
-            "url": rx.url("/hook"), "ordering": "fifo", "batch_size": 5, "max_attempts": 1,
-        }))
-        .await;
-    set_paused(&app, &id, true).await;
-    let mut published = Vec::new();
-    for seq in 0..3 {
-        published.push(app.publish("order.changed", json!({ "seq": seq })).await);
-    }
-    set_paused(&app, &id, false).await;
+    let settings = json!({"batch_size": 5, "max_attempts": 1});
+    let (_, mut published) = queued(&app, &rx, settings, 0..3).await;
     let got = ops.wait_for(3, Duration::from_secs(30)).await;
     let mut dead: Vec<String> = got
         .iter()
