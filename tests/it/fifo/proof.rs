@@ -124,6 +124,13 @@ async fn fifo_proof_full_size() {
     proof(10_000, 5, 0.2, Duration::ZERO, true, 1).await;
 }
 
+/// The full size with batches of up to 50; run by hand for the figures.
+#[tokio::test]
+#[ignore]
+async fn fifo_batches_full_size() {
+    proof(10_000, 5, 0.2, Duration::ZERO, true, 50).await;
+}
+
 /// FIFO throughput against a receiver answering in 5 ms, never failing, one
 /// event per request and batches of 50 (the figures in docs/fifo.md); run by
 /// hand.
