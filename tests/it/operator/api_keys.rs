@@ -72,11 +72,7 @@ async fn a_labelled_secret_grants_its_key_to_the_namespace_and_losing_it_revokes
         ..Default::default()
     })
     .await;
-    let ctl = RunningController::start(
-        RunningController::config(ns, "solo"),
-        kube.client.clone(),
-        app.store.clone(),
-    );
+    let ctl = RunningController::solo(&kube, &app);
 
     let key = fresh_key();
     apply(&kube, &key_secret(ns, "client-a", Some("true"), &key)).await;
@@ -165,11 +161,7 @@ async fn a_key_value_granted_twice_is_refused_with_an_event_and_granted_once_fre
         ..Default::default()
     })
     .await;
-    let ctl = RunningController::start(
-        RunningController::config(ns, "solo"),
-        kube.client.clone(),
-        app.store.clone(),
-    );
+    let ctl = RunningController::solo(&kube, &app);
 
     // A mirroring tool copied the Secret: same value, second name.
     let key = fresh_key();
@@ -264,11 +256,7 @@ async fn an_event_published_with_a_secret_granted_key_reaches_the_webhookendpoin
     let ns = kube.ns.as_str();
     let app = TestApp::spawn().await;
     let receiver = Receiver::start().await;
-    let ctl = RunningController::start(
-        RunningController::config(ns, "solo"),
-        kube.client.clone(),
-        app.store.clone(),
-    );
+    let ctl = RunningController::solo(&kube, &app);
     let key = fresh_key();
     apply(&kube, &key_secret(ns, "publisher", Some("true"), &key)).await;
     apply(

@@ -61,11 +61,7 @@ async fn a_webhookendpoint_becomes_ready_with_a_row_and_an_owned_signing_secret(
     };
     let ns = kube.ns.as_str();
     let app = TestApp::spawn_with(no_worker()).await;
-    let ctl = RunningController::start(
-        RunningController::config(ns, "solo"),
-        kube.client.clone(),
-        app.store.clone(),
-    );
+    let ctl = RunningController::solo(&kube, &app);
     apply(
         &kube,
         &manifest(
@@ -320,11 +316,7 @@ async fn changing_a_referenced_secret_rotates_and_both_signatures_are_sent() {
     let ns = kube.ns.as_str();
     let app = TestApp::spawn().await;
     let receiver = Receiver::start().await;
-    let ctl = RunningController::start(
-        RunningController::config(ns, "solo"),
-        kube.client.clone(),
-        app.store.clone(),
-    );
+    let ctl = RunningController::solo(&kube, &app);
     let old = signing::Secret::generate();
     let new = signing::Secret::generate();
     let secret_yaml = |value: &str| {
@@ -426,11 +418,7 @@ async fn deleting_a_webhookendpoint_retires_it_and_dead_letters_its_pending_deli
     let ns = kube.ns.as_str();
     // No worker: deliveries stay pending.
     let app = TestApp::spawn_with(no_worker()).await;
-    let ctl = RunningController::start(
-        RunningController::config(ns, "solo"),
-        kube.client.clone(),
-        app.store.clone(),
-    );
+    let ctl = RunningController::solo(&kube, &app);
     apply(
         &kube,
         &manifest(ns, "doomed", "  url: http://127.0.0.1:9/doomed\n"),
@@ -503,11 +491,7 @@ async fn an_endpoint_the_worker_disabled_stays_disabled_until_the_spec_resumes_i
     };
     let ns = kube.ns.as_str();
     let app = TestApp::spawn_with(no_worker()).await;
-    let ctl = RunningController::start(
-        RunningController::config(ns, "solo"),
-        kube.client.clone(),
-        app.store.clone(),
-    );
+    let ctl = RunningController::solo(&kube, &app);
     apply(
         &kube,
         &manifest(ns, "flaky", "  url: http://127.0.0.1:9/flaky\n"),
@@ -575,11 +559,7 @@ async fn deleting_a_foreign_signing_secret_clears_the_conflict_at_once() {
     };
     let ns = kube.ns.as_str();
     let app = TestApp::spawn_with(no_worker()).await;
-    let ctl = RunningController::start(
-        RunningController::config(ns, "solo"),
-        kube.client.clone(),
-        app.store.clone(),
-    );
+    let ctl = RunningController::solo(&kube, &app);
     // A Secret of the generated name that nobody labelled or owns: the
     // controller must not take it over.
     apply(

@@ -397,6 +397,16 @@ impl RunningController {
         cfg
     }
 
+    /// The usual controller of a test: [`Self::config`] for `kube`'s namespace,
+    /// on `app`'s database.
+    pub fn solo(kube: &Kube, app: &crate::common::TestApp) -> Self {
+        Self::start(
+            Self::config(&kube.ns, "solo"),
+            kube.client.clone(),
+            app.store.clone(),
+        )
+    }
+
     /// Starts `hookit::operator::run_with` with `cfg`.
     pub fn start(cfg: Config, client: Client, store: Store) -> Self {
         let stop = CancellationToken::new();

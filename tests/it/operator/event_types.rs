@@ -53,11 +53,7 @@ async fn subscriptions_the_catalog_lacks_show_in_a_condition() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
-    let ctl = RunningController::start(
-        RunningController::config(ns, "solo"),
-        kube.client.clone(),
-        app.store.clone(),
-    );
+    let ctl = RunningController::solo(&kube, &app);
     apply(
         &kube,
         &manifest(

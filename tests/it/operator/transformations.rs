@@ -28,11 +28,7 @@ async fn inline_code_is_checked_before_it_is_applied_and_its_line_is_in_the_stat
     };
     let ns = kube.ns.as_str();
     let app = TestApp::spawn_with(super::endpoints::no_worker()).await;
-    let ctl = RunningController::start(
-        RunningController::config(ns, "solo"),
-        kube.client.clone(),
-        app.store.clone(),
-    );
+    let ctl = RunningController::solo(&kube, &app);
 
     let broken = "function handler(w) {\n  return w +;\n}";
     apply(&kube, &manifest(ns, "tickets", &inline(broken))).await;
@@ -82,11 +78,7 @@ async fn code_from_a_configmap_waits_for_it_and_follows_its_changes() {
     };
     let ns = kube.ns.as_str();
     let app = TestApp::spawn_with(super::endpoints::no_worker()).await;
-    let ctl = RunningController::start(
-        RunningController::config(ns, "solo"),
-        kube.client.clone(),
-        app.store.clone(),
-    );
+    let ctl = RunningController::solo(&kube, &app);
     apply(
         &kube,
         &manifest(
