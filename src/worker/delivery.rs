@@ -154,7 +154,7 @@ impl Worker {
         let mut completion = self.decide(&d, attempted);
         completion.probe = probe;
         let members = batch.map(|b| b.members(d.id)).unwrap_or_default();
-        completion.batch = members.iter().map(|(id, _)| *id).collect();
+        completion.members = members.iter().map(|(id, _)| *id).collect();
         let gone = completion.status == "dead" && completion.status_code == Some(410);
         let _ = done
             .send(Done {
@@ -285,7 +285,7 @@ impl Worker {
             rate_limited: d.rate_limited + i32::from(deferred),
             deferred,
             sent: a.outcome.was_sent(),
-            batch: Vec::new(),
+            members: Vec::new(),
         }
     }
 

@@ -47,7 +47,7 @@ pub struct Completion {
     pub sent: bool,
     /// The other deliveries sent in the same request (a FIFO batch, see
     /// `db::deliveries::batch`): they take this outcome. Empty otherwise.
-    pub batch: Vec<Uuid>,
+    pub members: Vec<Uuid>,
 }
 
 /// What [`Store::complete`] wrote.
@@ -199,8 +199,8 @@ impl Store {
         let mut members = Vec::new();
         let mut member_heads = Vec::new();
         for c in batch {
-            members.extend_from_slice(&c.batch);
-            member_heads.extend(std::iter::repeat_n(c.id, c.batch.len()));
+            members.extend_from_slice(&c.members);
+            member_heads.extend(std::iter::repeat_n(c.id, c.members.len()));
             sent.push(c.sent);
             limited.push(c.rate_limited);
             deferred.push(c.deferred);

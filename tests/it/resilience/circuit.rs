@@ -153,7 +153,7 @@ fn failed(c: &hookit::db::deliveries::Claimed) -> hookit::db::deliveries::Comple
         rate_limited: c.rate_limited,
         deferred: false,
         sent: true,
-        batch: Vec::new(),
+        members: Vec::new(),
     }
 }
 
