@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
+pub use opentelemetry::trace::SpanContext;
 use opentelemetry::trace::{Status, TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -131,6 +132,27 @@ pub fn traceparent_of(span: &Span) -> Option<String> {
     let mut carrier: HashMap<String, String> = HashMap::with_capacity(1);
     TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
     carrier.remove("traceparent")
+}
+
+/// `span`'s own context, for spans of other traces to link to; None when
+/// `span` is not exported.
+pub fn span_context(span: &Span) -> Option<SpanContext> {
+    if span.is_disabled() || !enabled() {
+        return None;
+    }
+    let sc = span.context().span().span_context().clone();
+    sc.is_valid().then_some(sc)
+}
+
+/// Links `span` to `to`, a span of another trace it is related to (an
+/// attempt and the claim that leased its delivery; a completion batch and the
+/// attempts it wrote). A no-op when either is not exported.
+pub fn link(span: &Span, to: Option<&SpanContext>) {
+    if let Some(to) = to {
+        if !span.is_disabled() {
+            span.add_link(to.clone());
+        }
+    }
 }
 
 /// The server span of one ingestion request (`name` is `"POST /v1/events"` or

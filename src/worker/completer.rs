@@ -61,6 +61,11 @@ impl Worker {
             let deadline = tokio::time::Instant::now() + self.cfg.lease;
             let mut backoff = Duration::from_millis(50);
             let span = super::trace::completion(self.id, completions.len());
+            // The batch's span links to the attempts it writes (each in its
+            // publisher's trace), up to the SDK's links-per-span limit.
+            for d in &batch {
+                crate::telemetry::otel::link(&span, d.attempt_span.as_ref());
+            }
             loop {
                 match self
                     .store

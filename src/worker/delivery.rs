@@ -15,6 +15,7 @@ use crate::db::deliveries::{Claimed, Completion};
 use crate::domain::ids::{DeliveryId, EndpointId};
 use crate::domain::retry::RetryPolicy;
 use crate::domain::state::{transition, Count, Outcome, Transition};
+use crate::telemetry::otel::SpanContext;
 
 use super::dispatch::Attempted;
 use super::gate::Admission;
@@ -28,6 +29,7 @@ impl Worker {
         d: Claimed,
         permit: OwnedSemaphorePermit,
         done: mpsc::Sender<Done>,
+        claim_span: Option<SpanContext>,
     ) {
         let now = Utc::now();
         match d.endpoint_state.as_str() {
@@ -135,7 +137,11 @@ impl Worker {
             },
         };
         let attempted = match self.preparer.prepare(&d, batch.as_ref()).await {
-            Ok(out) => self.dispatcher.send(&d, &out, &secrets).await,
+            Ok(out) => {
+                self.dispatcher
+                    .send(&d, &out, &secrets, claim_span.as_ref())
+                    .await
+            }
             // Nothing to send: the outcome is decided here (see domain::state).
             Err(outcome) => Attempted::without_request(outcome, now),
         };
@@ -151,6 +157,7 @@ impl Worker {
         // the slot until the completion commits capped one endpoint at
         // max_in_flight per commit latency: about 1,600/s draining a 1 M backlog.)
         drop(slot);
+        let attempt_span = attempted.span.clone();
         let mut completion = self.decide(&d, attempted);
         completion.probe = probe;
         let members = batch.map(|b| b.members(d.id)).unwrap_or_default();
@@ -163,6 +170,7 @@ impl Worker {
                 endpoint_id: d.endpoint_id,
                 event_id: d.event_id,
                 members,
+                attempt_span,
                 tenant: d.tenant,
                 round_base: d.round_base,
                 _permit: permit,

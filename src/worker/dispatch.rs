@@ -25,6 +25,7 @@ use crate::domain::signing::{signature_header, Secret};
 use crate::domain::ssrf::SsrfPolicy;
 use crate::domain::state::Outcome;
 use crate::domain::transform::Method;
+use crate::telemetry::otel::{self, SpanContext};
 
 /// What an attempt came to, with what the attempt log records.
 #[derive(Debug)]
@@ -40,6 +41,8 @@ pub struct Attempted {
     /// How long the endpoint's next request must wait, by the response's
     /// rate-limit headers (bucket empty) or a 429's retry-after.
     pub pause: Option<Duration>,
+    /// The attempt's span, when spans are exported.
+    pub span: Option<SpanContext>,
 }
 
 impl Attempted {
@@ -51,6 +54,7 @@ impl Attempted {
             started_at,
             duration: (Utc::now() - started_at).to_std().unwrap_or_default(),
             pause: None,
+            span: None,
         }
     }
 }
@@ -83,14 +87,24 @@ impl Dispatcher {
     /// Sends `out`, one attempt of `d`, signed with every secret in `secrets`.
     /// Returns once the receiver no longer holds the request: an abandoned
     /// request's connection is closed first (see [`client`]).
-    pub async fn send(&self, d: &Claimed, out: &Outgoing, secrets: &[Secret]) -> Attempted {
+    /// `claim` is the span of the claim that leased `d`, which the attempt's
+    /// span links to.
+    pub async fn send(
+        &self,
+        d: &Claimed,
+        out: &Outgoing,
+        secrets: &[Secret],
+        claim: Option<&SpanContext>,
+    ) -> Attempted {
         let span = trace::attempt(d, out);
+        otel::link(&span, claim);
         let traceparent = trace::traceparent_to_send(&span, d);
-        let attempted = self
+        let mut attempted = self
             .attempt(d, out, secrets, traceparent.as_deref())
             .instrument(span.clone())
             .await;
         trace::outcome(&span, &attempted.outcome);
+        attempted.span = otel::span_context(&span);
         attempted
     }
 
@@ -109,6 +123,7 @@ impl Dispatcher {
             started_at,
             duration: clock.elapsed(),
             pause: None,
+            span: None,
         };
         let failed = |error: String| Outcome::Failed {
             status: None,

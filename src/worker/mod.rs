@@ -32,6 +32,7 @@ use crate::config::Config;
 use crate::db::deliveries::Completion;
 use crate::db::Store;
 use crate::domain::retry::RetryPolicy;
+use crate::telemetry::otel::{self, SpanContext};
 use crate::transform::Transformer;
 use dispatch::Dispatcher;
 use gate::Gates;
@@ -91,6 +92,8 @@ struct Done {
     /// The other deliveries of a FIFO batch, with their event ids: they take
     /// this outcome, and get its operational webhooks too.
     members: Vec<(Uuid, Uuid)>,
+    /// The attempt's span, for the completion's span to link to.
+    attempt_span: Option<SpanContext>,
     tenant: String,
     round_base: i32,
     _permit: OwnedSemaphorePermit,
@@ -219,10 +222,13 @@ impl Worker {
             };
             let got = claimed.len();
             metrics::histogram!("hookit_claim_batch_size").record(got as f64);
+            // Each attempt links to the claim that leased its delivery.
+            let claim_span = otel::span_context(&span);
             for (d, permit) in claimed.into_iter().zip(permits.drain(..)) {
                 let this = this.clone();
                 let tx = done_tx.clone();
-                tasks.spawn(async move { this.handle(d, permit, tx).await });
+                let claim_span = claim_span.clone();
+                tasks.spawn(async move { this.handle(d, permit, tx, claim_span).await });
             }
             drop(permits);
             busy = got == wanted;

@@ -1,7 +1,9 @@
 //! The worker's OpenTelemetry spans (see [`crate::telemetry::otel`]): one per
 //! delivery attempt, a child of the publisher's `traceparent` so the user sees
 //! their service → HookIt → the receiver as one trace, and one per claim and
-//! per completion batch, each a trace of its own (a batch serves many traces).
+//! per completion batch, each a trace of its own (a batch serves many traces)
+//! tied to the attempts it served by span links: an attempt links to its claim,
+//! a completion to the attempts it wrote.
 //!
 //! What a span carries: the HTTP client semantic-convention attributes, the
 //! endpoint, delivery and event ids, the attempt number. Never the payload, a

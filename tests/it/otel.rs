@@ -59,6 +59,12 @@ impl Sink {
                             kind: s["kind"].as_i64().unwrap_or_default(),
                             error: s["status"]["code"].as_i64() == Some(2),
                             attrs: attrs(&s["attributes"]),
+                            links: s["links"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|l| l["spanId"].as_str().map(str::to_string))
+                                .collect(),
                             raw: s.to_string(),
                         });
                     }
@@ -79,6 +85,8 @@ struct Span {
     kind: i64,
     error: bool,
     attrs: HashMap<String, String>,
+    /// The span ids it links to.
+    links: Vec<String>,
     raw: String,
 }
 
@@ -332,6 +340,27 @@ async fn spans_reach_a_real_collector_as_children_of_the_publishers_trace() {
     assert_eq!(failed.attrs["http.response.status_code"], "500");
     assert_eq!(failed.attrs["error.type"], "500");
     assert!(failed.error, "a 500 marks the attempt failed");
+
+    // The batch spans are linked with the attempts they served: an attempt
+    // to the claim that leased its delivery, a completion to the attempts
+    // whose outcomes it wrote.
+    let claims: Vec<String> = sink
+        .spans()
+        .into_iter()
+        .filter(|s| s.name == "claim")
+        .map(|s| s.span_id)
+        .collect();
+    for a in &attempts {
+        assert!(
+            a.links.iter().any(|l| claims.contains(l)),
+            "an attempt links to its claim: {a:#?}"
+        );
+    }
+    let completion = eventually_span(&sink, |s| {
+        s.name == "complete" && s.links.contains(&ok.span_id)
+    })
+    .await;
+    assert_eq!(completion.service, "hookit-worker");
 
     let orphan_ingest = eventually_span(&sink, |s| {
         s.name == "POST /v1/events" && s.attrs.get("hookit.event.id") == Some(&orphan)
