@@ -126,22 +126,42 @@ pub fn adopt_parent(span: &Span, traceparent: Option<&str>) {
 /// The `traceparent` naming `span`, to send on so the next hop's spans are its
 /// children; None when `span` is not exported.
 pub fn traceparent_of(span: &Span) -> Option<String> {
+    context_of(span).map(|cx| cx.traceparent())
+}
+
+/// What a span's context gives: the `traceparent` naming it and, when its
+/// trace is sampled, its span context to link to. One lookup of the span's
+/// context serves both (each lookup costs the layer a visit of the span).
+pub struct SpanRef(opentelemetry::Context);
+
+impl SpanRef {
+    /// The `traceparent` header naming the span.
+    pub fn traceparent(&self) -> String {
+        let mut carrier: HashMap<String, String> = HashMap::with_capacity(1);
+        TraceContextPropagator::new().inject_context(&self.0, &mut carrier);
+        carrier.remove("traceparent").unwrap_or_default()
+    }
+
+    /// The span's context if its trace is sampled (see [`span_context`]).
+    pub fn sampled(&self) -> Option<SpanContext> {
+        let sc = self.0.span().span_context().clone();
+        (sc.is_valid() && sc.is_sampled()).then_some(sc)
+    }
+}
+
+/// `span`'s context; None when it is not exported.
+pub fn context_of(span: &Span) -> Option<SpanRef> {
     if span.is_disabled() || !enabled() {
         return None;
     }
-    let mut carrier: HashMap<String, String> = HashMap::with_capacity(1);
-    TraceContextPropagator::new().inject_context(&span.context(), &mut carrier);
-    carrier.remove("traceparent")
+    Some(SpanRef(span.context()))
 }
 
 /// `span`'s own context, for spans of other traces to link to; None when
-/// `span` is not exported.
+/// `span` is not exported (tracing off, or the sampler dropped its trace: a
+/// link to a span nobody will see costs and shows nothing).
 pub fn span_context(span: &Span) -> Option<SpanContext> {
-    if span.is_disabled() || !enabled() {
-        return None;
-    }
-    let sc = span.context().span().span_context().clone();
-    sc.is_valid().then_some(sc)
+    context_of(span).and_then(|cx| cx.sampled())
 }
 
 /// Links `span` to `to`, a span of another trace it is related to (an

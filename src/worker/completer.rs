@@ -14,6 +14,10 @@ use crate::domain::ids::{DeliveryId, EndpointId};
 
 use super::{Done, Worker, GATHER, MIN_CLAIM};
 
+/// Most links a completion span carries (the OpenTelemetry SDK's default
+/// `max_links_per_span`).
+const MAX_LINKS: usize = 128;
+
 impl Worker {
     /// Whether attempts other than the `waiting` outcomes are still running: every
     /// slot taken that is not one of those belongs to a claim, a request or an
@@ -62,9 +66,16 @@ impl Worker {
             let mut backoff = Duration::from_millis(50);
             let span = super::trace::completion(self.id, completions.len());
             // The batch's span links to the attempts it writes (each in its
-            // publisher's trace), up to the SDK's links-per-span limit.
-            for d in &batch {
-                crate::telemetry::otel::link(&span, d.attempt_span.as_ref());
+            // publisher's trace, sampled ones only), up to the SDK's default
+            // limit of links per span: more would be dropped at export anyway.
+            if !span.is_disabled() {
+                for cx in batch
+                    .iter()
+                    .filter_map(|d| d.attempt_span.as_ref())
+                    .take(MAX_LINKS)
+                {
+                    crate::telemetry::otel::link(&span, Some(cx));
+                }
             }
             loop {
                 match self

@@ -98,13 +98,14 @@ impl Dispatcher {
     ) -> Attempted {
         let span = trace::attempt(d, out);
         otel::link(&span, claim);
-        let traceparent = trace::traceparent_to_send(&span, d);
+        let context = otel::context_of(&span);
+        let traceparent = trace::traceparent_to_send(context.as_ref(), d);
         let mut attempted = self
             .attempt(d, out, secrets, traceparent.as_deref())
             .instrument(span.clone())
             .await;
         trace::outcome(&span, &attempted.outcome);
-        attempted.span = otel::span_context(&span);
+        attempted.span = context.and_then(|cx| cx.sampled());
         attempted
     }
 

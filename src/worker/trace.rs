@@ -69,11 +69,12 @@ pub(super) fn attempt(d: &Claimed, out: &Outgoing) -> Span {
     span
 }
 
-/// The `traceparent` the receiver gets: the attempt span's own when spans are
-/// exported (the receiver's spans become its children), else the publisher's
-/// as it came.
-pub(super) fn traceparent_to_send(span: &Span, d: &Claimed) -> Option<String> {
-    otel::traceparent_of(span).or_else(|| d.traceparent.clone())
+/// The `traceparent` the receiver gets: the attempt span's own (`span`, from
+/// [`otel::context_of`]) when spans are exported (the receiver's spans become
+/// its children), else the publisher's as it came.
+pub(super) fn traceparent_to_send(span: Option<&otel::SpanRef>, d: &Claimed) -> Option<String> {
+    span.map(|s| s.traceparent())
+        .or_else(|| d.traceparent.clone())
 }
 
 /// Records what the attempt came to.
