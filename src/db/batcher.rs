@@ -246,24 +246,31 @@ async fn write(pool: &sqlx::PgPool, availability: &Availability, batch: &mut Vec
     // commit together. A repeated key (earlier, concurrently, or twice in this very
     // batch) inserts no idempotency row, hence no event and no deliveries; the
     // caller then replays the stored answer.
-    let result: std::result::Result<Vec<(Uuid, bool, i64)>, sqlx::Error> = sqlx::query_as(
-        "WITH input AS (
-            SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::uuid[], $5::text[], $6::text[], $7::text[],
-                                 $8::timestamptz[], $9::uuid[], $10::text[])
-              AS u(tenant, key, hash, id, event_type, body, traceparent, created_at, only_ep, pats)
+    //
+    // Shape, for Postgres's CPU (the bound of ingestion): the bodies go straight
+    // from their array into `events` and are never copied into a CTE's
+    // tuplestore or a hash table. Only the small columns that the idempotency
+    // check and the fan-out need are materialized once, in `input`, and the
+    // answer is built from what was inserted rather than by joining every input
+    // row again. With bodies in `input` the statement cost about a quarter more
+    // Postgres CPU per event (measured with pgbench).
+    let result: std::result::Result<Vec<(Uuid, i64)>, sqlx::Error> = sqlx::query_as(
+        "WITH input AS MATERIALIZED (
+            SELECT u.id, u.tenant, u.key, u.hash, u.only_ep, string_to_array(u.pats, ' ') AS pats
+            FROM unnest($4::uuid[], $1::text[], $2::text[], $3::bytea[], $9::uuid[], $10::text[])
+              AS u(id, tenant, key, hash, only_ep, pats)
          ), idem AS (
             INSERT INTO idempotency_keys (tenant, key, request_hash, event_id)
             SELECT tenant, key, hash, id FROM input WHERE key IS NOT NULL
             ON CONFLICT DO NOTHING
             RETURNING event_id
-         ), pats AS MATERIALIZED (
-            -- Once per event, not once per endpoint row it is tested against.
-            SELECT id, string_to_array(pats, ' ') AS p FROM input
          ), ev AS (
             INSERT INTO events (id, tenant, event_type, body, traceparent, created_at)
-            SELECT i.id, i.tenant, i.event_type, i.body, i.traceparent, i.created_at FROM input i
-            WHERE i.key IS NULL OR i.id IN (SELECT event_id FROM idem)
-            RETURNING id, tenant, event_type, created_at
+            SELECT u.id, u.tenant, u.event_type, u.body, u.traceparent, u.created_at
+            FROM unnest($4::uuid[], $1::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], $2::text[])
+              AS u(id, tenant, event_type, body, traceparent, created_at, key)
+            WHERE u.key IS NULL OR u.id IN (SELECT event_id FROM idem)
+            RETURNING id, tenant, created_at
          ), dl AS (
             INSERT INTO deliveries (id, tenant, event_id, endpoint_id, next_attempt_at, created_at, updated_at, fifo)
             SELECT hookit_uuid_v7(), ev.tenant, ev.id, e.id,
@@ -273,15 +280,14 @@ async fn write(pool: &sqlx::PgPool, availability: &Availability, batch: &mut Vec
                    ev.created_at, ev.created_at,
                    -- Copied so the claim knows FIFO rows without a join (0012).
                    e.ordering = 'fifo'
-            FROM ev JOIN input i ON i.id = ev.id JOIN pats ON pats.id = ev.id
+            FROM ev JOIN input i ON i.id = ev.id
             JOIN endpoints e ON e.tenant = ev.tenant AND e.deleted_at IS NULL AND e.status <> 'disabled'
-            WHERE CASE WHEN i.only_ep IS NULL THEN e.event_types && pats.p ELSE e.id = i.only_ep END
+            WHERE CASE WHEN i.only_ep IS NULL THEN e.event_types && i.pats ELSE e.id = i.only_ep END
             RETURNING event_id
          )
-         SELECT i.id, ev.id IS NOT NULL, coalesce(c.n, 0)
-         FROM input i
-         LEFT JOIN ev ON ev.id = i.id
-         LEFT JOIN (SELECT event_id, count(*) AS n FROM dl GROUP BY 1) c ON c.event_id = i.id",
+         -- One row per event created; an input row without one was a repeated key.
+         SELECT ev.id, coalesce(c.n, 0)
+         FROM ev LEFT JOIN (SELECT event_id, count(*) AS n FROM dl GROUP BY 1) c ON c.event_id = ev.id",
     )
     .bind(&tenants)
     .bind(&keys)
@@ -298,20 +304,17 @@ async fn write(pool: &sqlx::PgPool, availability: &Availability, batch: &mut Vec
     drop(conn);
     match result {
         Ok(rows) => {
-            let by_id: std::collections::HashMap<Uuid, (bool, i64)> =
-                rows.into_iter().map(|(id, c, n)| (id, (c, n))).collect();
+            let created: std::collections::HashMap<Uuid, i64> = rows.into_iter().collect();
             for r in batch.drain(..) {
-                let written: Result<Vec<Written>> = r
+                let written: Vec<Written> = r
                     .jobs
                     .iter()
-                    .map(|j| {
-                        by_id
-                            .get(&j.id)
-                            .copied()
-                            .ok_or(Error::Db(sqlx::Error::RowNotFound))
+                    .map(|j| match created.get(&j.id) {
+                        Some(&n) => (true, n),
+                        None => (false, 0),
                     })
                     .collect();
-                let _ = r.reply.send(written);
+                let _ = r.reply.send(Ok(written));
             }
         }
         Err(e) => {

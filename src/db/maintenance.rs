@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::Store;
+use crate::domain::ids::v7_floor;
 use crate::error::Result;
 
 /// How long an idempotency key is remembered.
@@ -35,6 +36,10 @@ impl Store {
     /// letters stay until redriven or purged. Returns events deleted.
     pub async fn prune(&self, retention: Duration, max_batches: u32) -> Result<u64> {
         let secs = retention.as_secs() as f64;
+        let cutoff = v7_floor(
+            (chrono::Utc::now().timestamp_millis() as u64)
+                .saturating_sub(retention.as_millis() as u64),
+        );
         let mut total = 0;
         for _ in 0..max_batches {
             // Locking: the picked events are row-locked (SKIP LOCKED, so two
@@ -44,12 +49,19 @@ impl Store {
             // stays. Its event stays too, because an event goes only when every
             // delivery it had in this statement's snapshot was deleted here.
             // Attempt logs go with their deliveries (there is no cascade).
+            //
+            // Old events are found on the primary key: an event id is a UUIDv7
+            // drawn when the event was accepted, so ids below the cutoff's
+            // smallest UUIDv7 are the old ones, oldest first (0014 dropped the
+            // index on `created_at`). `created_at` is still checked, so an id
+            // that is not such a UUID can delay its event's pruning but never
+            // prune a young event.
             let (picked, deleted): (i64, i64) = sqlx::query_as(
                 "WITH picked AS (
                     SELECT ev.id FROM events ev
-                    WHERE ev.created_at < now() - $1 * interval '1 second'
+                    WHERE ev.id < $3 AND ev.created_at < now() - $1 * interval '1 second'
                       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = ev.id AND d.status NOT IN ('succeeded', 'skipped'))
-                    ORDER BY ev.created_at LIMIT $2
+                    ORDER BY ev.id LIMIT $2
                     FOR UPDATE SKIP LOCKED
                  ), dl AS (
                     DELETE FROM deliveries d USING picked p
@@ -68,6 +80,7 @@ impl Store {
             )
             .bind(secs)
             .bind(PRUNE_BATCH)
+            .bind(cutoff)
             .fetch_one(&self.pool)
             .await?;
             total += deleted as u64;

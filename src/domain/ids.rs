@@ -71,6 +71,16 @@ impl<K: IdKind> Id<K> {
     }
 }
 
+/// The smallest UUIDv7 of the millisecond `unix_ms`: every id drawn at that
+/// instant or later sorts at or above it, every id drawn earlier below it. Lets
+/// a query bound a range of time-ordered ids by time (retention scans the
+/// events' primary key this way).
+pub fn v7_floor(unix_ms: u64) -> Uuid {
+    let mut b = [0u8; 16];
+    b[..6].copy_from_slice(&unix_ms.to_be_bytes()[2..]);
+    Uuid::from_bytes(b)
+}
+
 impl<K: IdKind> Default for Id<K> {
     fn default() -> Self {
         Self::new()
@@ -167,5 +177,19 @@ mod tests {
                 .unwrap(),
             a
         );
+    }
+
+    #[test]
+    fn v7_floor_bounds_ids_by_their_millisecond() {
+        let ms = |u: Uuid| {
+            let (secs, nanos) = u.get_timestamp().unwrap().to_unix();
+            secs * 1000 + u64::from(nanos) / 1_000_000
+        };
+        let id = Uuid::now_v7();
+        let t = ms(id);
+        assert!(v7_floor(t) <= id);
+        assert!(id < v7_floor(t + 1));
+        assert!(v7_floor(t - 1) < v7_floor(t));
+        assert_eq!(v7_floor(t).as_bytes()[..6], id.as_bytes()[..6]);
     }
 }

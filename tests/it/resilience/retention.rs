@@ -7,6 +7,28 @@ use serde_json::json;
 
 use crate::common::{eventually, Options, TestApp};
 
+/// A UUIDv7 of `$2` days ago, keeping the random bits of the UUID `{0}`.
+const V7_DAYS_AGO: &str = "encode(overlay(uuid_send({0}) PLACING substring(int8send((extract(epoch FROM now() - $2 * interval '1 day') * 1000)::bigint) FROM 3) FROM 1 FOR 6), 'hex')::uuid";
+
+/// Makes an event `days` old, as if accepted then: its `created_at` and its
+/// id (a UUIDv7 drawn at acceptance, which retention reads its age from), with
+/// its deliveries re-pointed. Returns the event's new id.
+async fn backdate(pool: &sqlx::PgPool, event: uuid::Uuid, days: f64) -> uuid::Uuid {
+    let (id,): (uuid::Uuid,) = sqlx::query_as(&format!(
+        "WITH new AS (SELECT {} AS id),
+              d AS (UPDATE deliveries SET event_id = (SELECT id FROM new) WHERE event_id = $1)
+         UPDATE events SET id = (SELECT id FROM new), created_at = now() - $2 * interval '1 day'
+         WHERE id = $1 RETURNING id",
+        V7_DAYS_AGO.replace("{0}", "$1::uuid")
+    ))
+    .bind(event)
+    .bind(days)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    id
+}
+
 #[tokio::test]
 async fn retention_prunes_only_old_fully_delivered_events() {
     let app = TestApp::spawn_with(Options {
@@ -32,13 +54,6 @@ async fn retention_prunes_only_old_fully_delivered_events() {
         .await
         .unwrap();
     };
-    let backdate = |event: uuid::Uuid| async move {
-        sqlx::query("UPDATE events SET created_at = now() - interval '40 days' WHERE id = $1")
-            .bind(event)
-            .execute(pool)
-            .await
-            .unwrap();
-    };
 
     let old_ok = uuid(&app.publish("one.x", json!({})).await);
     set_status(old_ok, "succeeded").await;
@@ -50,12 +65,12 @@ async fn retention_prunes_only_old_fully_delivered_events() {
     .execute(pool)
     .await
     .unwrap();
-    backdate(old_ok).await;
+    let old_ok = backdate(pool, old_ok, 40.0).await;
     let old_dead = uuid(&app.publish("one.x", json!({})).await);
     set_status(old_dead, "dead").await;
-    backdate(old_dead).await;
+    let old_dead = backdate(pool, old_dead, 40.0).await;
     let old_pending = uuid(&app.publish("one.x", json!({})).await);
-    backdate(old_pending).await;
+    let old_pending = backdate(pool, old_pending, 40.0).await;
     // Two deliveries: one succeeded, one dead letter.
     let old_mixed = uuid(&app.publish("two.x", json!({})).await);
     set_status(old_mixed, "succeeded").await;
@@ -65,7 +80,7 @@ async fn retention_prunes_only_old_fully_delivered_events() {
         .execute(pool)
         .await
         .unwrap();
-    backdate(old_mixed).await;
+    let old_mixed = backdate(pool, old_mixed, 40.0).await;
     let new_ok = uuid(&app.publish("one.x", json!({})).await);
     set_status(new_ok, "succeeded").await;
     // An idempotency record past its 24 h, on an event that is itself kept.
@@ -84,15 +99,17 @@ async fn retention_prunes_only_old_fully_delivered_events() {
     .await
     .unwrap();
     // Enough old delivered events to need several batches.
-    sqlx::query(
+    sqlx::query(&format!(
         "WITH ev AS (
             INSERT INTO events (id, tenant, event_type, body, created_at)
-            SELECT gen_random_uuid(), 'acme', 'bulk.old', '{}', now() - interval '35 days' FROM generate_series(1, 2500)
+            SELECT {}, 'acme', 'bulk.old', '{{}}', now() - $2 * interval '1 day' FROM generate_series(1, 2500)
             RETURNING id)
          INSERT INTO deliveries (id, tenant, event_id, endpoint_id, status, attempts, finished_at)
          SELECT gen_random_uuid(), 'acme', ev.id, $1, 'succeeded', 1, now() FROM ev",
-    )
+        V7_DAYS_AGO.replace("{0}", "gen_random_uuid()")
+    ))
     .bind(a.parse::<hookit::domain::ids::EndpointId>().unwrap().uuid())
+    .bind(35.0)
     .execute(pool)
     .await
     .unwrap();
@@ -178,11 +195,7 @@ async fn retention_keeps_a_delivery_redriven_while_it_prunes() {
     .execute(pool)
     .await
     .unwrap();
-    sqlx::query("UPDATE events SET created_at = now() - interval '40 days' WHERE id = $1")
-        .bind(event)
-        .execute(pool)
-        .await
-        .unwrap();
+    let event = backdate(pool, event, 40.0).await;
 
     // A redrive of the delivery, still uncommitted: retention's snapshot sees a
     // fully delivered old event and picks it, then waits for the delivery's lock.
