@@ -200,7 +200,7 @@ pub fn spawn_maintenance(store: Store, cfg: &Config, shutdown: CancellationToken
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! { _ = tick.tick() => {}, _ = shutdown.cancelled() => return }
-            match store.prune(retention, 50).await {
+            match store.prune(retention, 1000).await {
                 Ok(n) if n > 0 => info!(events = n, "pruned events past retention"),
                 Ok(_) => {}
                 Err(e) => warn!(error = %e, "retention prune failed"),

@@ -256,12 +256,14 @@ async fn write(pool: &sqlx::PgPool, availability: &Availability, batch: &mut Vec
     // Postgres CPU per event (measured with pgbench).
     let result: std::result::Result<Vec<(Uuid, i64)>, sqlx::Error> = sqlx::query_as(
         "WITH input AS MATERIALIZED (
-            SELECT u.id, u.tenant, u.key, u.hash, u.only_ep, string_to_array(u.pats, ' ') AS pats
-            FROM unnest($4::uuid[], $1::text[], $2::text[], $3::bytea[], $9::uuid[], $10::text[])
-              AS u(id, tenant, key, hash, only_ep, pats)
+            SELECT u.id, u.tenant, u.key, u.hash, u.created_at, u.only_ep, string_to_array(u.pats, ' ') AS pats
+            FROM unnest($4::uuid[], $1::text[], $2::text[], $3::bytea[], $8::timestamptz[], $9::uuid[], $10::text[])
+              AS u(id, tenant, key, hash, created_at, only_ep, pats)
          ), idem AS (
-            INSERT INTO idempotency_keys (tenant, key, request_hash, event_id)
-            SELECT tenant, key, hash, id FROM input WHERE key IS NOT NULL
+            -- Stamped with its event's instant: retention relies on a record
+            -- never being younger than its event (see `Store::prune`).
+            INSERT INTO idempotency_keys (tenant, key, request_hash, event_id, created_at)
+            SELECT tenant, key, hash, id, created_at FROM input WHERE key IS NOT NULL
             ON CONFLICT DO NOTHING
             RETURNING event_id
          ), ev AS (

@@ -11,8 +11,14 @@ use crate::error::Result;
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_TTL_HOURS: i64 = 24;
 
-/// Rows deleted per statement by retention.
+/// Events deleted per statement by retention.
 const PRUNE_BATCH: i64 = 1000;
+/// Idempotency records deleted per statement.
+const KEY_PRUNE_BATCH: i64 = 10_000;
+/// Longest one `prune` call keeps going. It runs once a minute: within this
+/// budget it removes about as many old events as a busy install accepts, where a
+/// fixed number of batches fell behind any sustained rate above it.
+pub const PRUNE_BUDGET: Duration = Duration::from_secs(30);
 
 impl Store {
     /// Makes held deliveries of active endpoints due. Closes the race in which an
@@ -30,16 +36,61 @@ impl Store {
         Ok(r.rows_affected())
     }
 
-    /// Deletes, in small batches, events older than `retention` whose deliveries all
-    /// succeeded (with their deliveries and attempt logs), and expired idempotency
-    /// keys. Events with a dead, pending or in-flight delivery are kept: dead
-    /// letters stay until redriven or purged. Returns events deleted.
+    /// Deletes, in small batches, expired idempotency records, then events
+    /// older than `retention` whose deliveries all succeeded (with their
+    /// deliveries and attempt logs). Events with a dead, pending or in-flight
+    /// delivery are kept: dead letters stay until redriven or purged. Stops after
+    /// `max_batches` statements of each kind or [`PRUNE_BUDGET`], whichever
+    /// comes first; the rest waits for the next call. Returns events deleted.
+    ///
+    /// An idempotency record must never outlive its event: a retry of its key
+    /// would find the record, insert nothing, and have no event to replay. There
+    /// is no foreign key to enforce it (its cascade scanned the whole key table
+    /// for every event deleted; 0014 dropped it), so it is kept by order:
+    ///   * a record carries its event's `created_at`, and lives
+    ///     `min(24 h, retention)`, never longer than the event;
+    ///   * both cutoffs come from one clock reading, so the records' cutoff is
+    ///     never earlier than the events';
+    ///   * records go first, and events only once every expired record is gone.
     pub async fn prune(&self, retention: Duration, max_batches: u32) -> Result<u64> {
-        let secs = retention.as_secs() as f64;
-        let cutoff = v7_floor(
-            (chrono::Utc::now().timestamp_millis() as u64)
-                .saturating_sub(retention.as_millis() as u64),
-        );
+        let began = std::time::Instant::now();
+        let now = chrono::Utc::now();
+        let retention = chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        let events_before = now
+            .checked_sub_signed(retention)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let keys_before = now
+            .checked_sub_signed(retention.min(chrono::Duration::hours(IDEMPOTENCY_TTL_HOURS)))
+            .unwrap_or(events_before);
+
+        let mut keys_done = false;
+        for _ in 0..max_batches {
+            let r = sqlx::query(
+                "DELETE FROM idempotency_keys WHERE (tenant, key) IN (
+                    SELECT tenant, key FROM idempotency_keys WHERE created_at < $1 LIMIT $2)",
+            )
+            .bind(keys_before)
+            .bind(KEY_PRUNE_BATCH)
+            .execute(&self.pool)
+            .await?;
+            if (r.rows_affected() as i64) < KEY_PRUNE_BATCH {
+                keys_done = true;
+                break;
+            }
+            if began.elapsed() > PRUNE_BUDGET {
+                break;
+            }
+        }
+        if !keys_done {
+            return Ok(0);
+        }
+
+        // Old events are found on the primary key: an event id is a UUIDv7
+        // drawn when the event was accepted, so ids below the cutoff's smallest
+        // UUIDv7 are the old ones, oldest first (0014 dropped the index on
+        // `created_at`). `created_at` is still checked, so an id that is not
+        // such a UUID can delay its event's pruning but never prune a young event.
+        let below = v7_floor(events_before.timestamp_millis().max(0) as u64);
         let mut total = 0;
         for _ in 0..max_batches {
             // Locking: the picked events are row-locked (SKIP LOCKED, so two
@@ -49,17 +100,10 @@ impl Store {
             // stays. Its event stays too, because an event goes only when every
             // delivery it had in this statement's snapshot was deleted here.
             // Attempt logs go with their deliveries (there is no cascade).
-            //
-            // Old events are found on the primary key: an event id is a UUIDv7
-            // drawn when the event was accepted, so ids below the cutoff's
-            // smallest UUIDv7 are the old ones, oldest first (0014 dropped the
-            // index on `created_at`). `created_at` is still checked, so an id
-            // that is not such a UUID can delay its event's pruning but never
-            // prune a young event.
             let (picked, deleted): (i64, i64) = sqlx::query_as(
                 "WITH picked AS (
                     SELECT ev.id FROM events ev
-                    WHERE ev.id < $3 AND ev.created_at < now() - $1 * interval '1 second'
+                    WHERE ev.id < $3 AND ev.created_at < $1
                       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = ev.id AND d.status NOT IN ('succeeded', 'skipped'))
                     ORDER BY ev.id LIMIT $2
                     FOR UPDATE SKIP LOCKED
@@ -78,23 +122,16 @@ impl Store {
                  )
                  SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM ev)",
             )
-            .bind(secs)
+            .bind(events_before)
             .bind(PRUNE_BATCH)
-            .bind(cutoff)
+            .bind(below)
             .fetch_one(&self.pool)
             .await?;
             total += deleted as u64;
-            if picked < PRUNE_BATCH {
+            if picked < PRUNE_BATCH || began.elapsed() > PRUNE_BUDGET {
                 break;
             }
         }
-        sqlx::query(&format!(
-            "DELETE FROM idempotency_keys WHERE (tenant, key) IN (
-                SELECT tenant, key FROM idempotency_keys WHERE created_at < now() - interval '{IDEMPOTENCY_TTL_HOURS} hours'
-                LIMIT 10000)"
-        ))
-        .execute(&self.pool)
-        .await?;
         Ok(total)
     }
 

@@ -12,11 +12,14 @@ const V7_DAYS_AGO: &str = "encode(overlay(uuid_send({0}) PLACING substring(int8s
 
 /// Makes an event `days` old, as if accepted then: its `created_at` and its
 /// id (a UUIDv7 drawn at acceptance, which retention reads its age from), with
-/// its deliveries re-pointed. Returns the event's new id.
+/// its deliveries and idempotency record re-pointed (the record carries its
+/// event's instant). Returns the event's new id.
 async fn backdate(pool: &sqlx::PgPool, event: uuid::Uuid, days: f64) -> uuid::Uuid {
     let (id,): (uuid::Uuid,) = sqlx::query_as(&format!(
         "WITH new AS (SELECT {} AS id),
-              d AS (UPDATE deliveries SET event_id = (SELECT id FROM new) WHERE event_id = $1)
+              d AS (UPDATE deliveries SET event_id = (SELECT id FROM new) WHERE event_id = $1),
+              k AS (UPDATE idempotency_keys SET event_id = (SELECT id FROM new),
+                           created_at = now() - $2 * interval '1 day' WHERE event_id = $1)
          UPDATE events SET id = (SELECT id FROM new), created_at = now() - $2 * interval '1 day'
          WHERE id = $1 RETURNING id",
         V7_DAYS_AGO.replace("{0}", "$1::uuid")
@@ -245,5 +248,64 @@ async fn retention_keeps_a_delivery_redriven_while_it_prunes() {
         (1, "pending"),
         "the redriven delivery and its event survive retention"
     );
+    app.stop().await;
+}
+
+/// With a retention shorter than the idempotency window, a key goes with its
+/// event: a retry after both are pruned is a new event, not a conflict with a
+/// record whose event is gone.
+#[tokio::test]
+async fn an_idempotency_record_never_outlives_its_event() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let pool = app.store.pool();
+    app.endpoint(json!({"url": "https://93.184.216.34/a"}))
+        .await;
+    let publish = || async {
+        let r = app
+            .req(reqwest::Method::POST, "/v1/events")
+            .header("idempotency-key", "order-7")
+            .json(&json!({"event_type": "one.x", "payload": {}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        let body: serde_json::Value = r.json().await.unwrap();
+        body["id"]
+            .as_str()
+            .unwrap()
+            .parse::<EventId>()
+            .unwrap()
+            .uuid()
+    };
+    let first = publish().await;
+    sqlx::query(
+        "UPDATE deliveries SET status = 'succeeded', attempts = 1, next_attempt_at = NULL, finished_at = now()
+         WHERE event_id = $1",
+    )
+    .bind(first)
+    .execute(pool)
+    .await
+    .unwrap();
+    // Two hours old, with a retention of one hour: past retention, well
+    // inside the 24 h idempotency window.
+    let first = backdate(pool, first, 2.0 / 24.0).await;
+    assert_eq!(
+        app.store
+            .prune(Duration::from_secs(3600), 50)
+            .await
+            .unwrap(),
+        1
+    );
+    let (keys,): (i64,) = sqlx::query_as("SELECT count(*) FROM idempotency_keys")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(keys, 0, "the record went with its event");
+    let again = publish().await;
+    assert_ne!(again, first, "the retry is a new event");
     app.stop().await;
 }
