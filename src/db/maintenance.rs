@@ -15,10 +15,12 @@ pub const IDEMPOTENCY_TTL_HOURS: i64 = 24;
 const PRUNE_BATCH: i64 = 1000;
 /// Idempotency records deleted per statement.
 const KEY_PRUNE_BATCH: i64 = 10_000;
-/// Longest one `prune` call keeps going. It runs once a minute: within this
-/// budget it removes about as many old events as a busy install accepts, where a
-/// fixed number of batches fell behind any sustained rate above it.
-pub const PRUNE_BUDGET: Duration = Duration::from_secs(30);
+/// Longest one `prune` call keeps going before leaving the rest to the next
+/// (it runs once a minute). A batch of 1,000 events, each with a delivery and
+/// an attempt, took 110-190 ms on the 2-core development machine, so this is
+/// room for roughly 160,000-270,000 events a minute. The fixed 50 batches it
+/// replaced fell behind any sustained rate above 833 events/s.
+const PRUNE_BUDGET: Duration = Duration::from_secs(30);
 
 impl Store {
     /// Makes held deliveries of active endpoints due. Closes the race in which an
