@@ -10,6 +10,28 @@ use crate::common::{eventually, Options, TestApp};
 /// A UUIDv7 of `$2` days ago, keeping the random bits of the UUID `{0}`.
 const V7_DAYS_AGO: &str = "encode(overlay(uuid_send({0}) PLACING substring(int8send((extract(epoch FROM now() - $2 * interval '1 day') * 1000)::bigint) FROM 3) FROM 1 FOR 6), 'hex')::uuid";
 
+/// An API without a worker, so that nothing is delivered behind the test's back.
+async fn quiet_app() -> TestApp {
+    TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await
+}
+
+/// Marks every delivery of `event` finished with `status` after one attempt.
+async fn finish(pool: &sqlx::PgPool, event: uuid::Uuid, status: &str) {
+    sqlx::query(
+        "UPDATE deliveries SET status = $2::delivery_status, attempts = 1, next_attempt_at = NULL, finished_at = now()
+         WHERE event_id = $1",
+    )
+    .bind(event)
+    .bind(status)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 /// Makes an event `days` old, as if accepted then: its `created_at` and its
 /// id (a UUIDv7 drawn at acceptance, which retention reads its age from), with
 /// its deliveries and idempotency record re-pointed (the record carries its
@@ -34,11 +56,7 @@ async fn backdate(pool: &sqlx::PgPool, event: uuid::Uuid, days: f64) -> uuid::Uu
 
 #[tokio::test]
 async fn retention_prunes_only_old_fully_delivered_events() {
-    let app = TestApp::spawn_with(Options {
-        worker: false,
-        ..Default::default()
-    })
-    .await;
+    let app = quiet_app().await;
     let pool = app.store.pool();
     let a = app
         .endpoint(json!({"url": "https://93.184.216.34/a"}))
@@ -46,20 +64,9 @@ async fn retention_prunes_only_old_fully_delivered_events() {
     app.endpoint(json!({"url": "https://93.184.216.34/b", "event_types": ["two.*"]}))
         .await;
     let uuid = |id: &str| id.parse::<EventId>().unwrap().uuid();
-    let set_status = |event: uuid::Uuid, status: &'static str| async move {
-        sqlx::query(
-            "UPDATE deliveries SET status = $2::delivery_status, attempts = 1, next_attempt_at = NULL, finished_at = now()
-             WHERE event_id = $1",
-        )
-        .bind(event)
-        .bind(status)
-        .execute(pool)
-        .await
-        .unwrap();
-    };
 
     let old_ok = uuid(&app.publish("one.x", json!({})).await);
-    set_status(old_ok, "succeeded").await;
+    finish(pool, old_ok, "succeeded").await;
     sqlx::query(
         "INSERT INTO delivery_attempts (delivery_id, attempt, endpoint_id, started_at, duration_ms, status_code, succeeded)
          SELECT id, 1, endpoint_id, now() - interval '40 days', 5, 200, true FROM deliveries WHERE event_id = $1",
@@ -70,13 +77,13 @@ async fn retention_prunes_only_old_fully_delivered_events() {
     .unwrap();
     let old_ok = backdate(pool, old_ok, 40.0).await;
     let old_dead = uuid(&app.publish("one.x", json!({})).await);
-    set_status(old_dead, "dead").await;
+    finish(pool, old_dead, "dead").await;
     let old_dead = backdate(pool, old_dead, 40.0).await;
     let old_pending = uuid(&app.publish("one.x", json!({})).await);
     let old_pending = backdate(pool, old_pending, 40.0).await;
     // Two deliveries: one succeeded, one dead letter.
     let old_mixed = uuid(&app.publish("two.x", json!({})).await);
-    set_status(old_mixed, "succeeded").await;
+    finish(pool, old_mixed, "succeeded").await;
     sqlx::query("UPDATE deliveries SET status = 'dead' WHERE event_id = $1 AND endpoint_id = $2")
         .bind(old_mixed)
         .bind(a.parse::<hookit::domain::ids::EndpointId>().unwrap().uuid())
@@ -85,7 +92,7 @@ async fn retention_prunes_only_old_fully_delivered_events() {
         .unwrap();
     let old_mixed = backdate(pool, old_mixed, 40.0).await;
     let new_ok = uuid(&app.publish("one.x", json!({})).await);
-    set_status(new_ok, "succeeded").await;
+    finish(pool, new_ok, "succeeded").await;
     // An idempotency record past its 24 h, on an event that is itself kept.
     let r = app
         .req(reqwest::Method::POST, "/v1/events")
@@ -176,11 +183,7 @@ async fn retention_prunes_only_old_fully_delivered_events() {
 
 #[tokio::test]
 async fn retention_keeps_a_delivery_redriven_while_it_prunes() {
-    let app = TestApp::spawn_with(Options {
-        worker: false,
-        ..Default::default()
-    })
-    .await;
+    let app = quiet_app().await;
     let pool = app.store.pool();
     app.endpoint(json!({"url": "https://93.184.216.34/a"}))
         .await;
@@ -190,14 +193,7 @@ async fn retention_keeps_a_delivery_redriven_while_it_prunes() {
         .parse::<EventId>()
         .unwrap()
         .uuid();
-    sqlx::query(
-        "UPDATE deliveries SET status = 'succeeded', attempts = 1, next_attempt_at = NULL, finished_at = now()
-         WHERE event_id = $1",
-    )
-    .bind(event)
-    .execute(pool)
-    .await
-    .unwrap();
+    finish(pool, event, "succeeded").await;
     let event = backdate(pool, event, 40.0).await;
 
     // A redrive of the delivery, still uncommitted: retention's snapshot sees a
@@ -256,11 +252,7 @@ async fn retention_keeps_a_delivery_redriven_while_it_prunes() {
 /// record whose event is gone.
 #[tokio::test]
 async fn an_idempotency_record_never_outlives_its_event() {
-    let app = TestApp::spawn_with(Options {
-        worker: false,
-        ..Default::default()
-    })
-    .await;
+    let app = quiet_app().await;
     let pool = app.store.pool();
     app.endpoint(json!({"url": "https://93.184.216.34/a"}))
         .await;
@@ -282,14 +274,7 @@ async fn an_idempotency_record_never_outlives_its_event() {
             .uuid()
     };
     let first = publish().await;
-    sqlx::query(
-        "UPDATE deliveries SET status = 'succeeded', attempts = 1, next_attempt_at = NULL, finished_at = now()
-         WHERE event_id = $1",
-    )
-    .bind(first)
-    .execute(pool)
-    .await
-    .unwrap();
+    finish(pool, first, "succeeded").await;
     // Two hours old, with a retention of one hour: past retention, well
     // inside the 24 h idempotency window.
     let first = backdate(pool, first, 2.0 / 24.0).await;
