@@ -282,12 +282,17 @@ impl TestApp {
 
     /// POST JSON, returning status and body.
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .req(reqwest::Method::POST, path)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        self.send_json(reqwest::Method::POST, path, body).await
+    }
+
+    /// Sends JSON with any method, returning status and body.
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let r = self.req(method, path).json(&body).send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }

@@ -32,14 +32,7 @@ pub async fn count(app: &TestApp, sql: &str) -> i64 {
 }
 
 pub async fn patch(app: &TestApp, path: &str, body: Value) -> (u16, Value) {
-    let r = app
-        .req(reqwest::Method::PATCH, path)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    app.send_json(reqwest::Method::PATCH, path, body).await
 }
 
 /// The schema most tests use: an order with a string id and a whole amount.

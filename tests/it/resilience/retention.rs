@@ -7,7 +7,8 @@ use serde_json::json;
 
 use crate::common::{eventually, Options, TestApp};
 
-/// A UUIDv7 of `$2` days ago, keeping the random bits of the UUID `{0}`.
+/// The UUID `{0}` with its first 48 bits (a UUIDv7's millisecond timestamp)
+/// set to `$2` days ago: it sorts among the ids drawn then.
 const V7_DAYS_AGO: &str = "encode(overlay(uuid_send({0}) PLACING substring(int8send((extract(epoch FROM now() - $2 * interval '1 day') * 1000)::bigint) FROM 3) FROM 1 FOR 6), 'hex')::uuid";
 
 /// An API without a worker, so that nothing is delivered behind the test's back.
@@ -30,6 +31,25 @@ async fn finish(pool: &sqlx::PgPool, event: uuid::Uuid, status: &str) {
     .execute(pool)
     .await
     .unwrap();
+}
+
+/// Publishes a `one.x` event under an idempotency key; returns its id.
+async fn publish_keyed(app: &TestApp, key: &str) -> uuid::Uuid {
+    let r = app
+        .req(reqwest::Method::POST, "/v1/events")
+        .header("idempotency-key", key)
+        .json(&json!({"event_type": "one.x", "payload": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let body: serde_json::Value = r.json().await.unwrap();
+    body["id"]
+        .as_str()
+        .unwrap()
+        .parse::<EventId>()
+        .unwrap()
+        .uuid()
 }
 
 /// Makes an event `days` old, as if accepted then: its `created_at` and its
@@ -94,14 +114,7 @@ async fn retention_prunes_only_old_fully_delivered_events() {
     let new_ok = uuid(&app.publish("one.x", json!({})).await);
     finish(pool, new_ok, "succeeded").await;
     // An idempotency record past its 24 h, on an event that is itself kept.
-    let r = app
-        .req(reqwest::Method::POST, "/v1/events")
-        .header("idempotency-key", "old-key")
-        .json(&json!({"event_type": "one.x", "payload": {}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    publish_keyed(&app, "old-key").await;
     sqlx::query(
         "UPDATE idempotency_keys SET created_at = now() - interval '2 days' WHERE key = 'old-key'",
     )
@@ -256,24 +269,7 @@ async fn an_idempotency_record_never_outlives_its_event() {
     let pool = app.store.pool();
     app.endpoint(json!({"url": "https://93.184.216.34/a"}))
         .await;
-    let publish = || async {
-        let r = app
-            .req(reqwest::Method::POST, "/v1/events")
-            .header("idempotency-key", "order-7")
-            .json(&json!({"event_type": "one.x", "payload": {}}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 202);
-        let body: serde_json::Value = r.json().await.unwrap();
-        body["id"]
-            .as_str()
-            .unwrap()
-            .parse::<EventId>()
-            .unwrap()
-            .uuid()
-    };
-    let first = publish().await;
+    let first = publish_keyed(&app, "order-7").await;
     finish(pool, first, "succeeded").await;
     // Two hours old, with a retention of one hour: past retention, well
     // inside the 24 h idempotency window.
@@ -290,7 +286,7 @@ async fn an_idempotency_record_never_outlives_its_event() {
         .await
         .unwrap();
     assert_eq!(keys, 0, "the record went with its event");
-    let again = publish().await;
+    let again = publish_keyed(&app, "order-7").await;
     assert_ne!(again, first, "the retry is a new event");
     app.stop().await;
 }
